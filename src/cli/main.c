@@ -1,0 +1,3 @@
+#include "base/base.h"
+#include <stdio.h>
+int main(void) { puts("ckey"); return 0; }

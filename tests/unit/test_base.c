@@ -1,0 +1,173 @@
+/* Unit tests for src/base: errors, buffers, secrets, encodings, ids, time. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+
+static ck_err fails_with_conflict(void)
+{
+    return ck_err_set(CK_ECONFLICT, "key %s exists", "k1");
+}
+
+static ck_err propagates(int *reached)
+{
+    CK_TRY(fails_with_conflict());
+    *reached = 1;
+    return CK_OK;
+}
+
+static void test_err_try_propagates_and_keeps_message(void **state)
+{
+    int reached = 0;
+    assert_int_equal(propagates(&reached), CK_ECONFLICT);
+    assert_int_equal(reached, 0);
+    assert_string_equal(ck_err_msg(), "key k1 exists");
+    assert_null(ck_err_code_get());
+    ck_err_code("KeyNotFound", "Inner");
+    assert_string_equal(ck_err_code_get(), "KeyNotFound");
+    assert_string_equal(ck_err_inner_get(), "Inner");
+    ck_err_clear();
+    assert_string_equal(ck_err_msg(), "");
+    assert_null(ck_err_code_get());
+    assert_string_equal(ck_err_name(CK_EINVAL), "EINVAL");
+}
+
+static void test_b64url_roundtrip_all_lengths(void **state)
+{
+    uint8_t data[64];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (uint8_t)(i * 37 + 250);
+    for (size_t n = 0; n <= sizeof data; n++) {
+        char *s;
+        assert_int_equal(ck_b64url_encode(data, n, &s), CK_OK);
+        assert_null(strchr(s, '='));
+        assert_null(strchr(s, '+'));
+        assert_null(strchr(s, '/'));
+        struct ck_buf b = {0};
+        assert_int_equal(ck_b64url_decode(s, strlen(s), &b), CK_OK);
+        assert_int_equal(b.n, n);
+        assert_memory_equal(b.p, data, n);
+        ck_buf_free(&b);
+        free(s);
+    }
+}
+
+static void test_b64url_accepts_padding_rejects_garbage(void **state)
+{
+    struct ck_buf b = {0};
+    /* "hello?" -> aGVsbG8_ ; padded variant of "hi" is aGk= */
+    assert_int_equal(ck_b64url_decode("aGk=", 4, &b), CK_OK);
+    assert_int_equal(b.n, 2);
+    assert_memory_equal(b.p, "hi", 2);
+    ck_buf_free(&b);
+    assert_int_equal(ck_b64url_decode("aGk", 3, &b), CK_OK);
+    assert_memory_equal(b.p, "hi", 2);
+    ck_buf_free(&b);
+    assert_int_equal(ck_b64url_decode("aGVsbG8_", 8, &b), CK_OK);
+    assert_memory_equal(b.p, "hello?", 6);
+    ck_buf_free(&b);
+    assert_int_equal(ck_b64url_decode("aG k", 4, &b), CK_EINVAL);
+    assert_int_equal(ck_b64url_decode("a", 1, &b), CK_EINVAL);
+    assert_int_equal(ck_b64url_decode("a$bc", 4, &b), CK_EINVAL);
+    assert_null(b.p);
+}
+
+static void test_hex(void **state)
+{
+    char out[9];
+    ck_hex_encode((const uint8_t *)"\x01\xab\xff\x00", 4, out);
+    assert_string_equal(out, "01abff00");
+    struct ck_buf b = {0};
+    assert_int_equal(ck_hex_decode("01ABff00", &b), CK_OK);
+    assert_memory_equal(b.p, "\x01\xab\xff\x00", 4);
+    ck_buf_free(&b);
+    assert_int_equal(ck_hex_decode("0g", &b), CK_EINVAL);
+    assert_int_equal(ck_hex_decode("abc", &b), CK_EINVAL);
+}
+
+static void test_secret_is_zeroed_usable_and_freed(void **state)
+{
+    struct ck_secret s = {0};
+    assert_int_equal(ck_secret_alloc(&s, 100), CK_OK);
+    for (size_t i = 0; i < s.n; i++)
+        assert_int_equal(s.p[i], 0);
+    memset(s.p, 0xAA, s.n);
+    ck_secret_free(&s);
+    assert_null(s.p);
+    assert_int_equal(s.n, 0);
+    ck_secret_free(&s); /* idempotent */
+    assert_int_equal(ck_secret_set(&s, "key", 3), CK_OK);
+    assert_memory_equal(s.p, "key", 3);
+    ck_secret_free(&s);
+}
+
+static void test_ct_equal(void **state)
+{
+    assert_true(ck_ct_equal("abcd", "abcd", 4));
+    assert_false(ck_ct_equal("abcd", "abce", 4));
+    assert_true(ck_ct_equal("", "", 0));
+}
+
+static void test_uuid(void **state)
+{
+    char a[37], b[37];
+    assert_int_equal(ck_uuid_v4(a), CK_OK);
+    assert_int_equal(ck_uuid_v4(b), CK_OK);
+    assert_true(ck_uuid_valid(a));
+    assert_string_not_equal(a, b);
+    assert_int_equal(a[14], '4');
+    assert_true(strchr("89ab", a[19]) != NULL);
+    assert_false(ck_uuid_valid("not-a-uuid"));
+    assert_false(ck_uuid_valid("0123456789012345678901234567890123456"));
+}
+
+static void test_duration_and_time(void **state)
+{
+    int64_t s;
+    assert_int_equal(ck_duration_parse("90", &s), CK_OK);
+    assert_int_equal(s, 90);
+    assert_int_equal(ck_duration_parse("15m", &s), CK_OK);
+    assert_int_equal(s, 900);
+    assert_int_equal(ck_duration_parse("1h", &s), CK_OK);
+    assert_int_equal(s, 3600);
+    assert_int_equal(ck_duration_parse("7d", &s), CK_OK);
+    assert_int_equal(s, 7 * 86400);
+    assert_int_equal(ck_duration_parse("1w", &s), CK_EINVAL);
+    assert_int_equal(ck_duration_parse("-1h", &s), CK_EINVAL);
+    assert_int_equal(ck_duration_parse("", &s), CK_EINVAL);
+    char ts[32];
+    ck_time_rfc3339(0, ts);
+    assert_string_equal(ts, "1970-01-01T00:00:00Z");
+    assert_true(ck_now() > 1700000000);
+}
+
+static void test_buf_append(void **state)
+{
+    struct ck_buf b = {0};
+    assert_int_equal(ck_buf_append(&b, "ab", 2), CK_OK);
+    assert_int_equal(ck_buf_append(&b, "cde", 3), CK_OK);
+    assert_int_equal(b.n, 5);
+    assert_memory_equal(b.p, "abcde", 5);
+    ck_buf_free(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_err_try_propagates_and_keeps_message),
+        cmocka_unit_test(test_b64url_roundtrip_all_lengths),
+        cmocka_unit_test(test_b64url_accepts_padding_rejects_garbage),
+        cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_secret_is_zeroed_usable_and_freed),
+        cmocka_unit_test(test_ct_equal),
+        cmocka_unit_test(test_uuid),
+        cmocka_unit_test(test_duration_and_time),
+        cmocka_unit_test(test_buf_append),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
