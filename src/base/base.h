@@ -124,6 +124,9 @@ int64_t ck_now_ms(void); /* Unix milliseconds */
 void ck_time_rfc3339(int64_t unix_seconds, char out[32]);
 /* Parses a duration "90s", "15m", "1h", "7d" (or a bare number of seconds). */
 ck_err ck_duration_parse(const char *s, int64_t *seconds);
+/* Parses an ISO-8601 duration ("P90D", "PT12H", "P1Y2M3DT4H5M6S"); years
+ * count 365 days and months 30, as key rotation policies use them. */
+ck_err ck_iso_duration_parse(const char *s, int64_t *seconds);
 
 /* ---------- logging ---------- */
 
@@ -134,6 +137,15 @@ void ck_log_set_level(enum ck_log_level level);
  * The variadic part is NULL-terminated pairs of const char* key and value.
  * Values are strings; never pass key material. */
 void ck_log(enum ck_log_level level, const char *msg, ...);
+
+/* ---------- JSON memory ---------- */
+
+/* Makes jansson wipe every block it frees: request bodies and backups carry
+ * private key material through JSON. Call once at start-up, before any
+ * JSON value exists. */
+void ck_json_wipe_on_free(void);
+/* free() that first wipes the whole malloc'd block. */
+void ck_free_wiped(void *p);
 
 /* ---------- small string helpers ---------- */
 

@@ -8,6 +8,8 @@
  */
 #include "base.h"
 
+#include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,4 +152,17 @@ void ck_secret_free(struct ck_secret *s)
     s->p = NULL;
     s->n = 0;
     s->cap_ = 0;
+}
+
+void ck_free_wiped(void *p)
+{
+    if (p) {
+        ck_wipe(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+void ck_json_wipe_on_free(void)
+{
+    json_set_alloc_funcs(malloc, ck_free_wiped);
 }

@@ -96,3 +96,58 @@ ck_err ck_duration_parse(const char *s, int64_t *seconds)
     *seconds = v * mult;
     return CK_OK;
 }
+
+ck_err ck_iso_duration_parse(const char *s, int64_t *seconds)
+{
+    const char *p = s;
+    if (*p++ != 'P')
+        return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)", s);
+    bool time = false, any = false;
+    int64_t total = 0;
+    while (*p) {
+        if (*p == 'T' && !time) {
+            time = true;
+            p++;
+            continue;
+        }
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 0 || v > 100000)
+            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)",
+                              s);
+        int64_t unit;
+        switch (*end) {
+        case 'Y':
+            unit = time ? -1 : 365 * 86400;
+            break;
+        case 'M':
+            unit = time ? 60 : 30 * 86400;
+            break;
+        case 'W':
+            unit = time ? -1 : 7 * 86400;
+            break;
+        case 'D':
+            unit = time ? -1 : 86400;
+            break;
+        case 'H':
+            unit = time ? 3600 : -1;
+            break;
+        case 'S':
+            unit = time ? 1 : -1;
+            break;
+        default:
+            unit = -1;
+        }
+        if (unit < 0)
+            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)",
+                              s);
+        total += v * unit;
+        any = true;
+        p = end + 1;
+    }
+    if (!any)
+        return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)", s);
+    *seconds = total;
+    return CK_OK;
+}

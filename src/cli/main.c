@@ -1,3 +1,124 @@
-#include "base/base.h"
+/*
+ * main.c — global options, help, and dispatch to the nouns.
+ */
+#include "cli/cli.h"
+
 #include <stdio.h>
-int main(void) { puts("ckey"); return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage[] =
+    "ckey — a self-hosted Customer Key system: key vault, encrypting storage, and this CLI.\n"
+    "\n"
+    "Usage: ckey [global options] <command> [options]\n"
+    "\n"
+    "Commands:\n"
+    "  server        run the server (vault and service roles)\n"
+    "  principal     add and list users and applications\n"
+    "  token         issue, list and revoke bearer tokens\n"
+    "  whoami        show the principal behind the current token\n"
+    "  audit         list and verify the audit log\n"
+    "\n"
+    "Global options (anywhere on the line):\n"
+    "  --url URL          server URL (CKEY_URL; default https://127.0.0.1:8443)\n"
+    "  --token T          bearer token (CKEY_TOKEN)\n"
+    "  --token-file F     file holding the token (CKEY_TOKEN_FILE)\n"
+    "  --cacert F         CA certificate to trust (CKEY_CACERT)\n"
+    "  --data-dir DIR     use DIR/operator.token and DIR/tls/cert.pem (CKEY_DATA_DIR;\n"
+    "                     ./ckey-data when it exists)\n"
+    "  -o table|json      output format (default table)\n"
+    "  -h, --help         this help; `ckey <command> --help` for a command's\n";
+
+static int dispatch(struct cli *c, int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(struct cli *, int, char **);
+    } nouns[] = {
+        {"server", cli_server}, {"principal", cli_principal}, {"token", cli_token},
+        {"whoami", cli_whoami}, {"audit", cli_audit},
+    };
+    for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
+        if (strcmp(argv[0], nouns[i].name) == 0)
+            return nouns[i].fn(c, argc - 1, argv + 1);
+    return cli_usage_error("unknown command '%s'", argv[0]);
+}
+
+/* Takes the global options out of argv wherever they stand; the server
+ * command keeps --data-dir for itself. */
+static int take_globals(struct cli *c, int argc, char **argv, char **rest)
+{
+    int n = 0;
+    bool is_server = false;
+    for (int i = 1; i < argc; i++) {
+        const char *w = argv[i];
+        const char **slot = NULL;
+        if (n == 0 && strcmp(w, "server") == 0)
+            is_server = true;
+        if (strcmp(w, "--url") == 0)
+            slot = &c->url;
+        else if (strcmp(w, "--token") == 0)
+            slot = &c->token;
+        else if (strcmp(w, "--token-file") == 0)
+            slot = &c->token_file;
+        else if (strcmp(w, "--cacert") == 0)
+            slot = &c->cacert;
+        else if (strcmp(w, "--data-dir") == 0 && !is_server)
+            slot = &c->data_dir;
+        else if (strcmp(w, "-o") == 0 || strcmp(w, "--output") == 0) {
+            if (i + 1 >= argc)
+                return -cli_usage_error("-o needs table or json");
+            const char *v = argv[++i];
+            if (strcmp(v, "json") == 0)
+                c->output = CLI_JSON;
+            else if (strcmp(v, "table") == 0)
+                c->output = CLI_TABLE;
+            else
+                return -cli_usage_error("-o takes table or json, not '%s'", v);
+            continue;
+        }
+        if (slot) {
+            if (i + 1 >= argc)
+                return -cli_usage_error("%s needs a value", w);
+            *slot = argv[++i];
+            continue;
+        }
+        rest[n++] = argv[i];
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    ck_json_wipe_on_free();
+    struct cli c = {0};
+    c.url = getenv("CKEY_URL");
+    c.token = getenv("CKEY_TOKEN");
+    c.token_file = getenv("CKEY_TOKEN_FILE");
+    c.cacert = getenv("CKEY_CACERT");
+    c.data_dir = getenv("CKEY_DATA_DIR");
+    char **rest = ck_xcalloc((size_t)argc + 1, sizeof *rest);
+    int n = take_globals(&c, argc, argv, rest);
+    int status;
+    if (n < 0) {
+        status = -n;
+    } else if (n == 0 || strcmp(rest[0], "--help") == 0 || strcmp(rest[0], "-h") == 0 ||
+               strcmp(rest[0], "help") == 0) {
+        fputs(usage, n == 0 ? stderr : stdout);
+        status = n == 0 ? 2 : 0;
+    } else {
+        if (!c.url)
+            c.url = "https://127.0.0.1:8443";
+        if (!c.data_dir && !c.token && !c.token_file && access("ckey-data/operator.token", R_OK) == 0)
+            c.data_dir = "ckey-data";
+        status = dispatch(&c, n, rest);
+    }
+    ck_client_free(c.client);
+    if (c.token_buf) {
+        ck_wipe(c.token_buf, strlen(c.token_buf));
+        free(c.token_buf);
+    }
+    free(rest);
+    return status;
+}

@@ -146,6 +146,24 @@ static void test_duration_and_time(void **state)
     assert_true(ck_now() > 1700000000);
 }
 
+static void test_iso_duration(void **state)
+{
+    int64_t s;
+    assert_int_equal(ck_iso_duration_parse("P90D", &s), CK_OK);
+    assert_int_equal(s, 90 * 86400);
+    assert_int_equal(ck_iso_duration_parse("PT12H", &s), CK_OK);
+    assert_int_equal(s, 12 * 3600);
+    assert_int_equal(ck_iso_duration_parse("P1Y2M3DT4H5M6S", &s), CK_OK);
+    assert_int_equal(s, 365 * 86400 + 60 * 86400 + 3 * 86400 + 4 * 3600 + 5 * 60 + 6);
+    assert_int_equal(ck_iso_duration_parse("PT1M", &s), CK_OK);
+    assert_int_equal(s, 60);
+    assert_int_equal(ck_iso_duration_parse("P2W", &s), CK_OK);
+    assert_int_equal(s, 14 * 86400);
+    const char *bad[] = {"", "P", "90D", "PT", "P1H", "PT1D", "P-1D", "P1X", "P1D2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(ck_iso_duration_parse(bad[i], &s), CK_EINVAL);
+}
+
 static void test_buf_append(void **state)
 {
     struct ck_buf b = {0};
@@ -167,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_duration_and_time),
+        cmocka_unit_test(test_iso_duration),
         cmocka_unit_test(test_buf_append),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

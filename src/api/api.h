@@ -1,0 +1,50 @@
+/*
+ * api — the HTTP surfaces of ckey: parse and validate, authorize, call the
+ * domain, render JSON. One file per surface (admin.c for principals, tokens,
+ * audit; later vault keys, ARM vaults, tenants, DEPs, mail, files, purge).
+ *
+ * Handlers get the calling principal from the request (set by
+ * ck_api_authenticate, which the server installs as the http auth hook) and
+ * the shared struct ck_api from the route context.
+ *
+ * Thread-safety: handlers run concurrently; struct ck_api is read-only after
+ * start-up, and the store gives each thread its own connection.
+ */
+#ifndef CK_API_H
+#define CK_API_H
+
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "http/http.h"
+#include "store/store.h"
+
+struct ck_api {
+    struct ck_store *store;
+    struct ck_audit *audit;
+    char home_tenant[37];
+    const char *vault_suffix;   /* vault hosts are NAME.<suffix>; "vault.localhost" */
+    const char *default_vault;  /* for requests to a bare IP or localhost; may be NULL */
+};
+
+/* The http auth hook: "Bearer <token>" → struct ck_principal. */
+ck_err ck_api_authenticate(void *api, const char *authorization, void **principal,
+                           const char **name);
+void ck_api_principal_free(void *principal);
+/* The WWW-Authenticate challenge for this installation (malloc'd). */
+char *ck_api_challenge(const struct ck_api *api);
+
+void ck_api_register_admin(struct ck_router *r, struct ck_api *api);
+
+
+/* Shared by the surfaces. */
+const struct ck_principal *ck_api_caller(const struct ck_http_req *req);
+/* Writes an audit record for the request; failures are logged, not returned:
+ * the audit store failing must be loud but must not turn a done operation
+ * into an error. */
+void ck_api_audit(struct ck_api *api, const struct ck_http_req *req, const char *operation,
+                  const char *target, ck_err result, const char *detail);
+ck_err ck_api_require_operator(struct ck_api *api, const struct ck_http_req *req,
+                               const char *operation);
+json_t *ck_api_principal_json(const struct ck_principal *p);
+
+#endif

@@ -1,0 +1,301 @@
+/*
+ * audit.c — appending to, listing and verifying the MAC chain.
+ *
+ * The MAC input is length-prefixed field by field, so no two different
+ * records can serialise to the same bytes by moving text between fields.
+ */
+#include "audit/audit.h"
+#include "crypto/crypto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ck_audit {
+    struct ck_store *store;
+    struct ck_secret key; /* 32 bytes */
+};
+
+static const struct ck_migration audit_migrations[] = {
+    {1, "CREATE TABLE ck_audit ("
+        "  seq BIGINT PRIMARY KEY,"
+        "  ts BIGINT NOT NULL,"
+        "  principal TEXT NOT NULL,"
+        "  operation TEXT NOT NULL,"
+        "  target TEXT NOT NULL,"
+        "  result TEXT NOT NULL,"
+        "  request_id TEXT NOT NULL,"
+        "  detail TEXT NOT NULL,"
+        "  mac BLOB NOT NULL);"
+        "CREATE TABLE ck_audit_head ("
+        "  id INTEGER PRIMARY KEY,"
+        "  seq BIGINT NOT NULL,"
+        "  mac BLOB NOT NULL,"
+        "  head_mac BLOB NOT NULL);"},
+};
+
+ck_err ck_audit_open(struct ck_store *s, const struct ck_secret *master_key, struct ck_audit **out)
+{
+    CK_TRY(ck_store_migrate(s, "audit", audit_migrations,
+                            sizeof audit_migrations / sizeof audit_migrations[0]));
+    struct ck_audit *a = ck_xcalloc(1, sizeof *a);
+    a->store = s;
+    static const char info[] = "ckey audit chain v1";
+    ck_err rc = ck_secret_alloc(&a->key, 32);
+    if (rc == CK_OK)
+        rc = ck_hkdf_sha256(NULL, 0, master_key->p, master_key->n, (const uint8_t *)info,
+                            sizeof info - 1, a->key.p, 32);
+    if (rc != CK_OK) {
+        ck_audit_close(a);
+        return rc;
+    }
+    *out = a;
+    return CK_OK;
+}
+
+void ck_audit_close(struct ck_audit *a)
+{
+    if (!a)
+        return;
+    ck_secret_free(&a->key);
+    free(a);
+}
+
+static void put_u64(struct ck_buf *b, uint64_t v)
+{
+    uint8_t x[8];
+    for (int i = 0; i < 8; i++)
+        x[i] = (uint8_t)(v >> (56 - 8 * i));
+    ck_buf_append(b, x, 8);
+}
+
+static void put_str(struct ck_buf *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    put_u64(b, n);
+    ck_buf_append(b, s, n);
+}
+
+static ck_err record_mac(const struct ck_audit *a, const uint8_t prev[32], int64_t seq, int64_t ts,
+                         const char *const fields[6], uint8_t out[32])
+{
+    struct ck_buf b = {0};
+    ck_buf_append(&b, prev, 32);
+    put_u64(&b, (uint64_t)seq);
+    put_u64(&b, (uint64_t)ts);
+    for (int i = 0; i < 6; i++)
+        put_str(&b, fields[i]);
+    ck_err rc = ck_hmac_sha256(a->key.p, 32, b.p, b.n, out);
+    ck_buf_free(&b);
+    return rc;
+}
+
+static ck_err head_mac(const struct ck_audit *a, int64_t seq, const uint8_t mac[32],
+                       uint8_t out[32])
+{
+    struct ck_buf b = {0};
+    ck_buf_append(&b, "head", 4);
+    put_u64(&b, (uint64_t)seq);
+    ck_buf_append(&b, mac, 32);
+    ck_err rc = ck_hmac_sha256(a->key.p, 32, b.p, b.n, out);
+    ck_buf_free(&b);
+    return rc;
+}
+
+/* Reads the head row: *seq 0 and a zero MAC when the log is empty. */
+static ck_err read_head(struct ck_audit *a, int64_t *seq, uint8_t mac[32], uint8_t hmac[32],
+                        bool *present)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(a->store, &st,
+                           "SELECT seq, mac, head_mac FROM ck_audit_head WHERE id = 1", ""));
+    bool row;
+    ck_err rc = ck_stmt_step(st, &row);
+    *seq = 0;
+    memset(mac, 0, 32);
+    memset(hmac, 0, 32);
+    *present = false;
+    if (rc == CK_OK && row) {
+        size_t n1, n2;
+        const void *m = ck_stmt_blob(st, 1, &n1), *h = ck_stmt_blob(st, 2, &n2);
+        *seq = ck_stmt_int(st, 0);
+        if (n1 == 32)
+            memcpy(mac, m, 32);
+        if (n2 == 32)
+            memcpy(hmac, h, 32);
+        *present = true;
+    }
+    ck_stmt_finalize(st);
+    return rc;
+}
+
+static const char *or_dash(const char *s)
+{
+    return s && *s ? s : "-";
+}
+
+ck_err ck_audit_append(struct ck_audit *a, const struct ck_audit_event *ev)
+{
+    const char *fields[6] = {or_dash(ev->principal), or_dash(ev->operation), or_dash(ev->target),
+                             or_dash(ev->result),    or_dash(ev->request_id), ev->detail ? ev->detail : ""};
+    CK_TRY(ck_store_begin(a->store));
+    int64_t seq;
+    uint8_t prev[32], hm[32], mac[32];
+    bool present;
+    int64_t ts = ck_now();
+    ck_err rc;
+    CK_GUARD(read_head(a, &seq, prev, hm, &present));
+    seq++;
+    CK_GUARD(record_mac(a, prev, seq, ts, fields, mac));
+    CK_GUARD(head_mac(a, seq, mac, hm));
+    CK_GUARD(ck_store_run(a->store, NULL,
+                          "INSERT INTO ck_audit (seq, ts, principal, operation, target, result, "
+                          "request_id, detail, mac) VALUES (?,?,?,?,?,?,?,?,?)",
+                          "iittttttb", seq, ts, fields[0], fields[1], fields[2], fields[3],
+                          fields[4], fields[5], mac, (size_t)32));
+    CK_GUARD(ck_store_run(a->store, NULL,
+                          "INSERT INTO ck_audit_head (id, seq, mac, head_mac) VALUES (1, ?, ?, ?) "
+                          "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, "
+                          "head_mac = excluded.head_mac",
+                          "ibb", seq, mac, (size_t)32, hm, (size_t)32));
+    rc = ck_store_commit(a->store);
+out:
+    if (rc != CK_OK)
+        ck_store_rollback(a->store);
+    return rc;
+}
+
+static char *col(struct ck_stmt *st, int i)
+{
+    return ck_strdup(ck_stmt_text(st, i) ? ck_stmt_text(st, i) : "");
+}
+
+ck_err ck_audit_list(struct ck_audit *a, int64_t after, size_t max, struct ck_audit_record **out,
+                     size_t *n)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(a->store, &st,
+                           "SELECT seq, ts, principal, operation, target, result, request_id, "
+                           "detail FROM ck_audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                           "ii", after, (int64_t)max));
+    struct ck_audit_record *v = NULL;
+    size_t count = 0;
+    bool row;
+    ck_err rc;
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
+        v = realloc(v, (count + 1) * sizeof *v);
+        if (!v)
+            abort();
+        struct ck_audit_record *r = &v[count++];
+        r->seq = ck_stmt_int(st, 0);
+        r->ts = ck_stmt_int(st, 1);
+        r->principal = col(st, 2);
+        r->operation = col(st, 3);
+        r->target = col(st, 4);
+        r->result = col(st, 5);
+        r->request_id = col(st, 6);
+        r->detail = col(st, 7);
+    }
+    ck_stmt_finalize(st);
+    if (rc != CK_OK) {
+        ck_audit_records_free(v, count);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return CK_OK;
+}
+
+void ck_audit_records_free(struct ck_audit_record *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].principal);
+        free(v[i].operation);
+        free(v[i].target);
+        free(v[i].result);
+        free(v[i].request_id);
+        free(v[i].detail);
+    }
+    free(v);
+}
+
+static void fail(struct ck_audit_report *rep, int64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void fail(struct ck_audit_report *rep, int64_t seq, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->problem, sizeof rep->problem, fmt, ap);
+    va_end(ap);
+    rep->ok = false;
+    rep->bad_seq = seq;
+}
+
+/* Walks the chain in sequence order; stops at the first problem. */
+static ck_err walk(struct ck_audit *a, struct ck_audit_report *rep, int64_t *last_seq,
+                   uint8_t last_mac[32])
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(a->store, &st,
+                           "SELECT seq, ts, principal, operation, target, result, request_id, "
+                           "detail, mac FROM ck_audit ORDER BY seq",
+                           ""));
+    uint8_t prev[32] = {0};
+    int64_t expect = 1;
+    bool row;
+    ck_err rc;
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
+        int64_t seq = ck_stmt_int(st, 0);
+        rep->checked++;
+        if (seq != expect) {
+            fail(rep, expect, "record %lld is %s (the sequence jumps)", (long long)expect,
+                 seq > expect ? "missing" : "duplicated");
+            break;
+        }
+        const char *fields[6];
+        for (int i = 0; i < 6; i++)
+            fields[i] = ck_stmt_text(st, 2 + i) ? ck_stmt_text(st, 2 + i) : "";
+        uint8_t mac[32];
+        size_t mn;
+        const void *stored = ck_stmt_blob(st, 8, &mn);
+        CK_GUARD(record_mac(a, prev, seq, ck_stmt_int(st, 1), fields, mac));
+        if (mn != 32 || !ck_ct_equal(stored, mac, 32)) {
+            fail(rep, seq, "record %lld does not match its MAC: edited, inserted or re-ordered",
+                 (long long)seq);
+            break;
+        }
+        memcpy(prev, mac, 32);
+        expect++;
+    }
+out:
+    ck_stmt_finalize(st);
+    *last_seq = expect - 1;
+    memcpy(last_mac, prev, 32);
+    return rc;
+}
+
+ck_err ck_audit_verify(struct ck_audit *a, struct ck_audit_report *rep)
+{
+    memset(rep, 0, sizeof *rep);
+    rep->ok = true;
+    int64_t last_seq, head_seq;
+    uint8_t last_mac[32], hmac_stored[32], head_last[32], hm[32];
+    bool present;
+    CK_TRY(walk(a, rep, &last_seq, last_mac));
+    if (!rep->ok)
+        return CK_OK;
+    CK_TRY(read_head(a, &head_seq, head_last, hmac_stored, &present));
+    if (!present) {
+        if (last_seq > 0)
+            fail(rep, 0, "the log head is missing (%lld records)", (long long)last_seq);
+        return CK_OK;
+    }
+    CK_TRY(head_mac(a, head_seq, head_last, hm));
+    if (!ck_ct_equal(hm, hmac_stored, 32))
+        fail(rep, 0, "the log head was edited");
+    else if (head_seq != last_seq || !ck_ct_equal(head_last, last_mac, 32))
+        fail(rep, last_seq + 1, "records after %lld are missing: the head names record %lld",
+             (long long)last_seq, (long long)head_seq);
+    return CK_OK;
+}

@@ -1,0 +1,71 @@
+/*
+ * cli — the ckey command line: one file per noun, a client of a running
+ * server (except `ckey server` itself and offline helpers).
+ *
+ * Global options (anywhere on the line) and their environment variables:
+ *   --url URL           CKEY_URL         default https://127.0.0.1:8443
+ *   --token T           CKEY_TOKEN
+ *   --token-file F      CKEY_TOKEN_FILE
+ *   --cacert F          CKEY_CACERT
+ *   --data-dir DIR      CKEY_DATA_DIR    DIR/operator.token and DIR/tls/cert.pem;
+ *                                        ./ckey-data is used when it exists
+ *   -o table|json
+ * Exit status: 0 done, 1 the operation failed, 2 the command line is wrong.
+ */
+#ifndef CK_CLI_H
+#define CK_CLI_H
+
+#include <jansson.h>
+
+#include "base/base.h"
+#include "client/client.h"
+
+enum cli_output { CLI_TABLE, CLI_JSON };
+
+struct cli {
+    const char *url;
+    const char *token;
+    const char *token_file;
+    const char *cacert;
+    const char *data_dir;
+    enum cli_output output;
+    struct ck_client *client; /* created on first use */
+    char *token_buf;          /* token read from a file; wiped on exit */
+};
+
+/* Parsed arguments of one command: flags that take a value, switches, and
+ * positional words. */
+struct cli_args {
+    const char *pos[16];
+    int npos;
+    const char *key[32]; /* points into argv, keylen bytes */
+    size_t keylen[32];
+    const char *val[32]; /* NULL for a switch */
+    int nkv;
+};
+
+/* spec: comma-separated flag names, a trailing '=' when it takes a value:
+ * "upn=,app=,app-id=,pem". Prints a usage error and returns false for an
+ * unknown flag or a missing value. */
+bool cli_parse(int argc, char **argv, const char *spec, struct cli_args *a);
+const char *cli_get(const struct cli_args *a, const char *name);
+bool cli_has(const struct cli_args *a, const char *name);
+
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "ckey: <thread error message>" and returns 1. */
+int cli_fail(void);
+/* Calls the server; prints nothing. */
+ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp);
+
+/* Output. A column is "Header=field" (field may be a.b for nested). */
+void cli_print_table(struct cli *c, json_t *rows, const char *const *columns, size_t ncol);
+void cli_print_object(struct cli *c, json_t *obj, const char *const *fields, size_t nfields);
+void cli_print_json(json_t *v);
+
+int cli_server(struct cli *c, int argc, char **argv);
+int cli_principal(struct cli *c, int argc, char **argv);
+int cli_whoami(struct cli *c, int argc, char **argv);
+int cli_token(struct cli *c, int argc, char **argv);
+int cli_audit(struct cli *c, int argc, char **argv);
+
+#endif

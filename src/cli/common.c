@@ -1,0 +1,264 @@
+/*
+ * common.c — argument parsing, server calls and output shared by the nouns.
+ */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+bool cli_parse(int argc, char **argv, const char *spec, struct cli_args *a)
+{
+    memset(a, 0, sizeof *a);
+    for (int i = 0; i < argc; i++) {
+        const char *w = argv[i];
+        if (strncmp(w, "--", 2) != 0 || strlen(w) == 2) {
+            if (a->npos == 16) {
+                cli_usage_error("too many arguments");
+                return false;
+            }
+            a->pos[a->npos++] = w;
+            continue;
+        }
+        const char *name = w + 2;
+        const char *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        /* Find name in spec. */
+        const char *p = spec;
+        bool found = false, takes = false;
+        while (*p) {
+            const char *end = strchr(p, ',');
+            size_t l = end ? (size_t)(end - p) : strlen(p);
+            bool v = l > 0 && p[l - 1] == '=';
+            size_t nl = v ? l - 1 : l;
+            if (nl == len && strncmp(p, name, len) == 0) {
+                found = true;
+                takes = v;
+                break;
+            }
+            if (!end)
+                break;
+            p = end + 1;
+        }
+        if (!found || a->nkv == 32) {
+            cli_usage_error("unknown option --%.*s", (int)len, name);
+            return false;
+        }
+        a->key[a->nkv] = name;
+        a->keylen[a->nkv] = len;
+        if (takes) {
+            if (eq) {
+                a->val[a->nkv] = eq + 1;
+            } else if (i + 1 < argc) {
+                a->val[a->nkv] = argv[++i];
+            } else {
+                cli_usage_error("--%.*s needs a value", (int)len, name);
+                return false;
+            }
+        } else if (eq) {
+            cli_usage_error("--%.*s takes no value", (int)len, name);
+            return false;
+        }
+        a->nkv++;
+    }
+    return true;
+}
+
+static bool key_is(const struct cli_args *a, int i, const char *name)
+{
+    return strlen(name) == a->keylen[i] && strncmp(a->key[i], name, a->keylen[i]) == 0;
+}
+
+const char *cli_get(const struct cli_args *a, const char *name)
+{
+    for (int i = a->nkv - 1; i >= 0; i--)
+        if (key_is(a, i, name))
+            return a->val[i];
+    return NULL;
+}
+
+bool cli_has(const struct cli_args *a, const char *name)
+{
+    for (int i = 0; i < a->nkv; i++)
+        if (key_is(a, i, name))
+            return true;
+    return false;
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("ckey: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputs(" (see --help)\n", stderr);
+    va_end(ap);
+    return 2;
+}
+
+int cli_fail(void)
+{
+    fprintf(stderr, "ckey: %s\n", *ck_err_msg() ? ck_err_msg() : "failed");
+    return 1;
+}
+
+static ck_err read_token_file(struct cli *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return ck_err_set(CK_EINVAL, "cannot read the token file %s", path);
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    c->token_buf = ck_strdup(buf);
+    ck_wipe(buf, sizeof buf);
+    c->token = c->token_buf;
+    return CK_OK;
+}
+
+static ck_err connect(struct cli *c)
+{
+    if (c->client)
+        return CK_OK;
+    char *cacert = NULL;
+    if (!c->token && c->token_file)
+        CK_TRY(read_token_file(c, c->token_file));
+    if (c->data_dir) {
+        char *tf = ck_sprintf("%s/operator.token", c->data_dir);
+        ck_err rc = !c->token && access(tf, R_OK) == 0 ? read_token_file(c, tf) : CK_OK;
+        free(tf);
+        CK_TRY(rc);
+        if (!c->cacert)
+            cacert = ck_sprintf("%s/tls/cert.pem", c->data_dir);
+    }
+    struct ck_client_config cfg = {
+        .url = c->url,
+        .token = c->token,
+        .cacert = c->cacert ? c->cacert : cacert,
+    };
+    ck_err rc = ck_client_new(&cfg, &c->client);
+    free(cacert);
+    return rc;
+}
+
+ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp)
+{
+    CK_TRY(connect(c));
+    return ck_client_json(c->client, method, path, body, NULL, resp);
+}
+
+void cli_print_json(json_t *v)
+{
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+}
+
+/* "a.b" → obj["a"]["b"] */
+static json_t *field(json_t *obj, const char *path)
+{
+    char *copy = ck_strdup(path), *save = NULL;
+    json_t *v = obj;
+    for (char *t = strtok_r(copy, ".", &save); t && v; t = strtok_r(NULL, ".", &save))
+        v = json_object_get(v, t);
+    free(copy);
+    return v;
+}
+
+static char *cell(json_t *v)
+{
+    if (!v || json_is_null(v))
+        return ck_strdup("");
+    if (json_is_string(v))
+        return ck_strdup(json_string_value(v));
+    if (json_is_array(v)) {
+        struct ck_buf b = {0};
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            char *s = cell(x);
+            if (i)
+                ck_buf_append(&b, ",", 1);
+            ck_buf_append(&b, s, strlen(s));
+            free(s);
+        }
+        ck_buf_append(&b, "", 1);
+        return (char *)b.p;
+    }
+    return json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+}
+
+static void split_column(const char *col, char *header, size_t hn, const char **path)
+{
+    const char *eq = strchr(col, '=');
+    snprintf(header, hn, "%.*s", (int)(eq - col), col);
+    *path = eq + 1;
+}
+
+void cli_print_table(struct cli *c, json_t *rows, const char *const *columns, size_t ncol)
+{
+    if (c->output == CLI_JSON) {
+        cli_print_json(rows);
+        return;
+    }
+    size_t nrows = json_array_size(rows);
+    size_t *width = ck_xcalloc(ncol, sizeof *width);
+    char ***cells = ck_xcalloc(nrows + 1, sizeof *cells);
+    for (size_t r = 0; r <= nrows; r++) {
+        cells[r] = ck_xcalloc(ncol, sizeof(char *));
+        for (size_t k = 0; k < ncol; k++) {
+            char header[64];
+            const char *path;
+            split_column(columns[k], header, sizeof header, &path);
+            cells[r][k] = r == 0 ? ck_strdup(header) : cell(field(json_array_get(rows, r - 1), path));
+            size_t w = strlen(cells[r][k]);
+            if (w > width[k])
+                width[k] = w;
+        }
+    }
+    for (size_t r = 0; r <= nrows; r++) {
+        for (size_t k = 0; k < ncol; k++) {
+            if (k + 1 < ncol)
+                printf("%-*s  ", (int)width[k], cells[r][k]);
+            else
+                printf("%s", cells[r][k]);
+            free(cells[r][k]);
+        }
+        putchar('\n');
+        free(cells[r]);
+    }
+    free(cells);
+    free(width);
+}
+
+void cli_print_object(struct cli *c, json_t *obj, const char *const *fields, size_t nfields)
+{
+    if (c->output == CLI_JSON) {
+        cli_print_json(obj);
+        return;
+    }
+    size_t width = 0;
+    for (size_t k = 0; k < nfields; k++) {
+        const char *eq = strchr(fields[k], '=');
+        if ((size_t)(eq - fields[k]) > width)
+            width = (size_t)(eq - fields[k]);
+    }
+    for (size_t k = 0; k < nfields; k++) {
+        char header[64];
+        const char *path;
+        split_column(fields[k], header, sizeof header, &path);
+        json_t *v = field(obj, path);
+        if (!v)
+            continue;
+        char *s = cell(v);
+        printf("%-*s : %s\n", (int)width, header, s);
+        free(s);
+    }
+}

@@ -1,0 +1,79 @@
+/*
+ * server.c — `ckey server`: options to struct ck_server_options.
+ */
+#include "cli/cli.h"
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char help[] =
+    "Usage: ckey server [--dev --data-dir DIR] [options]\n"
+    "\n"
+    "Runs the HTTPS server: the key vault role and the encrypting service role.\n"
+    "\n"
+    "  --dev                 embedded default: SQLite, self-signed TLS, generated master key\n"
+    "                        and an operator token, all under --data-dir (created on first start)\n"
+    "  --data-dir DIR        where --dev keeps its files\n"
+    "  --listen HOST:PORT    default 127.0.0.1:8443 ([::1]:PORT for IPv6)\n"
+    "  --tls-cert FILE       PEM certificate (required without --dev)\n"
+    "  --tls-key FILE        PEM private key (required without --dev)\n"
+    "  --master-key-file F   32 random bytes, mode 0600 (required without --dev)\n"
+    "  --store URI           sqlite:/path/ckey.db (required without --dev)\n"
+    "  --role all|vault|service   roles to host (default all)\n"
+    "  --default-vault NAME  vault addressed by requests to a bare IP or localhost\n"
+    "  --vault-suffix S      vault hosts are NAME.S (default vault.localhost)\n"
+    "  --threads N           worker threads (default: one per core)\n"
+    "  --log-level debug|info|warn|error\n"
+    "\n"
+    "SIGTERM or SIGINT drains requests in flight and exits.\n";
+
+int cli_server(struct cli *c, int argc, char **argv)
+{
+    struct cli_args a;
+    if (!cli_parse(argc, argv,
+                   "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
+                   "default-vault=,vault-suffix=,threads=,log-level=,help",
+                   &a))
+        return 2;
+    if (cli_has(&a, "help")) {
+        fputs(help, stdout);
+        return 0;
+    }
+    if (a.npos)
+        return cli_usage_error("ckey server takes no arguments, got '%s'", a.pos[0]);
+    struct ck_server_options o = {
+        .dev = cli_has(&a, "dev"),
+        .data_dir = cli_get(&a, "data-dir"),
+        .listen = cli_get(&a, "listen"),
+        .tls_cert = cli_get(&a, "tls-cert"),
+        .tls_key = cli_get(&a, "tls-key"),
+        .master_key_file = cli_get(&a, "master-key-file"),
+        .store = cli_get(&a, "store"),
+        .role = cli_get(&a, "role") ? cli_get(&a, "role") : "all",
+        .default_vault = cli_get(&a, "default-vault"),
+        .vault_suffix = cli_get(&a, "vault-suffix"),
+    };
+    if (strcmp(o.role, "all") && strcmp(o.role, "vault") && strcmp(o.role, "service"))
+        return cli_usage_error("--role takes all, vault or service");
+    const char *threads = cli_get(&a, "threads");
+    if (threads) {
+        char *end;
+        long t = strtol(threads, &end, 10);
+        if (*end || t < 1 || t > 256)
+            return cli_usage_error("--threads takes a number from 1 to 256");
+        o.threads = (unsigned)t;
+    }
+    const char *level = cli_get(&a, "log-level");
+    if (level) {
+        static const char *const names[] = {"debug", "info", "warn", "error"};
+        size_t i = 0;
+        while (i < 4 && strcmp(level, names[i]) != 0)
+            i++;
+        if (i == 4)
+            return cli_usage_error("--log-level takes debug, info, warn or error");
+        ck_log_set_level((enum ck_log_level)i);
+    }
+    return ck_server_main(&o);
+}

@@ -1,0 +1,46 @@
+/*
+ * client — the HTTPS client (libcurl) that the CLI, and later the key
+ * provider, use to talk to a ckey server or any AKV-compatible vault.
+ *
+ * One struct ck_client keeps one curl handle, so consecutive calls reuse the
+ * TLS connection. TLS is always verified: against --cacert when given, else
+ * the system store. Names under *.localhost resolve to loopback (libcurl).
+ *
+ * Errors: a non-2xx answer becomes a ck_err mapped back from the status
+ * (400 → CK_EINVAL, 401 → CK_EUNAUTH, 403 → CK_EFORBIDDEN, 404 →
+ * CK_ENOTFOUND, 409 → CK_ECONFLICT, 410 → CK_EGONE, 413 → CK_ETOOBIG,
+ * 429/5xx → CK_EUNAVAIL) whose message is the server's error.message.
+ * A transport failure (refused, TLS, timeout) is CK_EUNAVAIL.
+ *
+ * Thread-safety: a struct ck_client is used by one thread at a time.
+ */
+#ifndef CK_CLIENT_H
+#define CK_CLIENT_H
+
+#include <jansson.h>
+
+#include "base/base.h"
+
+struct ck_client_config {
+    const char *url;    /* base URL, e.g. https://127.0.0.1:8443 */
+    const char *token;  /* bearer token, or NULL */
+    const char *cacert; /* PEM file of trusted CAs, or NULL for the system store */
+    long timeout_s;     /* whole-request timeout; 0 = 60 s */
+};
+
+struct ck_client;
+
+ck_err ck_client_new(const struct ck_client_config *cfg, struct ck_client **out);
+void ck_client_free(struct ck_client *c);
+
+/* path is appended to the base URL unless it is an absolute https:// URL.
+ * body may be NULL (no body). *resp (optional) gets the parsed JSON answer,
+ * NULL for an empty body. *status (optional) gets the HTTP status even when
+ * an error is returned. */
+ck_err ck_client_json(struct ck_client *c, const char *method, const char *path, json_t *body,
+                      long *status, json_t **resp);
+
+/* Percent-encodes one path segment or query value (malloc'd). */
+char *ck_client_escape(const char *s);
+
+#endif

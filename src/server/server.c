@@ -1,0 +1,310 @@
+/*
+ * server.c — start-up, wiring and shutdown of `ckey server`.
+ *
+ * Signals are blocked before any thread starts, so every thread inherits the
+ * mask and only the main thread, in sigwait(), ever sees SIGTERM/SIGINT;
+ * shutdown then runs as ordinary code rather than in a signal handler.
+ */
+#include "server/server.h"
+
+#include "api/api.h"
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "crypto/crypto.h"
+#include "http/http.h"
+#include "store/store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define OPERATOR_TOKEN_TTL (90 * 86400)
+
+struct server {
+    struct ck_store *store;
+    struct ck_audit *audit;
+    struct ck_secret master;
+    char *cert_pem;
+    struct ck_secret key_pem;
+    struct ck_router *router;
+    struct ck_api api;
+    char *challenge;
+    struct ck_http_server *http;
+};
+
+/* ---------- files ---------- */
+
+static ck_err read_file(const char *path, size_t max, struct ck_secret *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return ck_err_set(CK_EIO, "cannot open %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || (size_t)sb.st_size > max) {
+        close(fd);
+        return ck_err_set(CK_EINVAL, "%s is larger than %zu bytes", path, max);
+    }
+    ck_err rc = ck_secret_alloc(out, (size_t)sb.st_size + 1);
+    size_t got = 0;
+    while (rc == CK_OK && got < (size_t)sb.st_size) {
+        ssize_t r = read(fd, out->p + got, (size_t)sb.st_size - got);
+        if (r <= 0) {
+            rc = ck_err_set(CK_EIO, "cannot read %s", path);
+            break;
+        }
+        got += (size_t)r;
+    }
+    close(fd);
+    if (rc != CK_OK) {
+        ck_secret_free(out);
+        return rc;
+    }
+    out->p[got] = '\0'; /* PEM users want a C string; n excludes the NUL */
+    out->n = got;
+    return CK_OK;
+}
+
+/* Writes atomically (temp file + rename) with the given mode. */
+static ck_err write_file(const char *path, const void *p, size_t n, mode_t mode)
+{
+    char *tmp = ck_sprintf("%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) {
+        ck_err rc = ck_err_set(CK_EIO, "cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    const uint8_t *b = p;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t w = write(fd, b + done, n - done);
+        if (w <= 0)
+            break;
+        done += (size_t)w;
+    }
+    bool ok = done == n && fchmod(fd, mode) == 0 && fsync(fd) == 0;
+    ok = close(fd) == 0 && ok;
+    ok = ok && rename(tmp, path) == 0;
+    if (!ok)
+        unlink(tmp);
+    free(tmp);
+    return ok ? CK_OK : ck_err_set(CK_EIO, "cannot write %s: %s", path, strerror(errno));
+}
+
+static bool exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static ck_err ensure_dir(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) != 0 && errno != EEXIST)
+        return ck_err_set(CK_EIO, "cannot create directory %s: %s", path, strerror(errno));
+    return CK_OK;
+}
+
+/* ---------- development set-up ---------- */
+
+static ck_err dev_tls(const char *dir, char **cert_path, char **key_path)
+{
+    char *tls = ck_sprintf("%s/tls", dir);
+    ck_err rc = ensure_dir(tls, 0700);
+    *cert_path = ck_sprintf("%s/cert.pem", tls);
+    *key_path = ck_sprintf("%s/key.pem", tls);
+    free(tls);
+    if (rc != CK_OK || (exists(*cert_path) && exists(*key_path)))
+        return rc;
+    static const char *const dns[] = {"localhost", "*.vault.localhost"};
+    static const char *const ips[] = {"127.0.0.1", "::1"};
+    char *cert = NULL;
+    struct ck_secret key = {0};
+    CK_TRY(ck_tls_selfsigned(dns, 2, ips, 2, &cert, &key));
+    rc = write_file(*key_path, key.p, key.n, 0600);
+    if (rc == CK_OK)
+        rc = write_file(*cert_path, cert, strlen(cert), 0644);
+    free(cert);
+    ck_secret_free(&key);
+    if (rc == CK_OK)
+        ck_log(CK_LOG_INFO, "created a self-signed TLS certificate", "path", *cert_path, NULL);
+    return rc;
+}
+
+static ck_err dev_master_key(const char *dir, char **path)
+{
+    *path = ck_sprintf("%s/master.key", dir);
+    if (exists(*path))
+        return CK_OK;
+    struct ck_secret k = {0};
+    CK_TRY(ck_secret_alloc(&k, 32));
+    ck_err rc = ck_rand_bytes(k.p, 32);
+    if (rc == CK_OK)
+        rc = write_file(*path, k.p, 32, 0600);
+    ck_secret_free(&k);
+    if (rc == CK_OK)
+        ck_log(CK_LOG_INFO, "created a master key", "path", *path, NULL);
+    return rc;
+}
+
+/* The operator principal exists and DIR/operator.token holds a live token. */
+static ck_err dev_operator(struct server *sv, const char *dir)
+{
+    struct ck_principal *op = NULL;
+    ck_err rc = ck_principal_find(sv->store, "operator", &op);
+    if (rc == CK_ENOTFOUND)
+        rc = ck_principal_add_user(sv->store, "operator", NULL, CK_ROLE_OPERATOR, &op);
+    CK_TRY(rc);
+    char *path = ck_sprintf("%s/operator.token", dir);
+    bool valid = false;
+    if (exists(path)) {
+        struct ck_secret cur = {0};
+        if (read_file(path, 4096, &cur) == CK_OK) {
+            while (cur.n && (cur.p[cur.n - 1] == '\n' || cur.p[cur.n - 1] == '\r'))
+                cur.p[--cur.n] = '\0';
+            rc = ck_token_valid(sv->store, (const char *)cur.p, &valid);
+            ck_secret_free(&cur);
+        }
+    }
+    if (rc == CK_OK && !valid) {
+        char *token = NULL;
+        rc = ck_token_issue(sv->store, op->object_id, OPERATOR_TOKEN_TTL, &token, NULL);
+        if (rc == CK_OK) {
+            char *line = ck_sprintf("%s\n", token);
+            rc = write_file(path, line, strlen(line), 0600);
+            ck_wipe(line, strlen(line));
+            ck_wipe(token, strlen(token));
+            free(line);
+            free(token);
+            if (rc == CK_OK)
+                ck_log(CK_LOG_INFO, "issued the operator token", "path", path, NULL);
+        }
+    }
+    free(path);
+    ck_principal_free(op);
+    return rc;
+}
+
+/* ---------- wiring ---------- */
+
+static void server_free(struct server *sv)
+{
+    ck_router_free(sv->router);
+    ck_audit_close(sv->audit);
+    ck_store_close(sv->store);
+    ck_secret_free(&sv->master);
+    ck_secret_free(&sv->key_pem);
+    free(sv->cert_pem);
+    free(sv->challenge);
+}
+
+static ck_err load_master(struct server *sv, const char *path)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (sb.st_mode & 077))
+        return ck_err_set(CK_EINVAL, "the master key file %s must not be readable by group or "
+                                     "others (chmod 600)",
+                          path);
+    CK_TRY(read_file(path, 64, &sv->master));
+    if (sv->master.n != 32)
+        return ck_err_set(CK_EINVAL, "the master key file %s must hold exactly 32 bytes", path);
+    return CK_OK;
+}
+
+static ck_err setup(struct server *sv, const struct ck_server_options *o)
+{
+    char *cert = NULL, *key = NULL, *master = NULL, *store = NULL;
+    ck_err rc = CK_OK;
+    if (o->dev) {
+        if (!o->data_dir)
+            return ck_err_set(CK_EINVAL, "--dev needs --data-dir DIR");
+        CK_GUARD(ensure_dir(o->data_dir, 0700));
+        CK_GUARD(dev_tls(o->data_dir, &cert, &key));
+        CK_GUARD(dev_master_key(o->data_dir, &master));
+        store = ck_sprintf("sqlite:%s/ckey.db", o->data_dir);
+    } else {
+        if (!o->tls_cert || !o->tls_key || !o->master_key_file || !o->store) {
+            rc = ck_err_set(CK_EINVAL, "without --dev, give --tls-cert, --tls-key, "
+                                       "--master-key-file and --store");
+            goto out;
+        }
+        cert = ck_strdup(o->tls_cert);
+        key = ck_strdup(o->tls_key);
+        master = ck_strdup(o->master_key_file);
+        store = ck_strdup(o->store);
+    }
+    struct ck_secret cert_pem = {0};
+    CK_GUARD(read_file(cert, 1 << 20, &cert_pem));
+    sv->cert_pem = ck_strdup((const char *)cert_pem.p);
+    ck_secret_free(&cert_pem);
+    CK_GUARD(read_file(key, 1 << 20, &sv->key_pem));
+    CK_GUARD(load_master(sv, master));
+    CK_GUARD(ck_store_open(store, &sv->store));
+    CK_GUARD(ck_auth_migrate(sv->store));
+    CK_GUARD(ck_audit_open(sv->store, &sv->master, &sv->audit));
+    CK_GUARD(ck_auth_home_tenant(sv->store, sv->api.home_tenant));
+    if (o->dev)
+        CK_GUARD(dev_operator(sv, o->data_dir));
+    sv->api.store = sv->store;
+    sv->api.audit = sv->audit;
+    sv->api.vault_suffix = o->vault_suffix ? o->vault_suffix : "vault.localhost";
+    sv->api.default_vault = o->default_vault;
+    sv->challenge = ck_api_challenge(&sv->api);
+    sv->router = ck_router_new();
+    ck_api_register_admin(sv->router, &sv->api);
+out:
+    free(cert);
+    free(key);
+    free(master);
+    free(store);
+    return rc;
+}
+
+int ck_server_main(const struct ck_server_options *o)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    ck_json_wipe_on_free();
+
+    struct server sv = {0};
+    ck_err rc = setup(&sv, o);
+    if (rc == CK_OK) {
+        struct ck_http_config cfg = {
+            .listen = o->listen ? o->listen : "127.0.0.1:8443",
+            .cert_pem = sv.cert_pem,
+            .key_pem = (const char *)sv.key_pem.p,
+            .threads = o->threads,
+            .auth = {.authenticate = ck_api_authenticate,
+                     .principal_free = ck_api_principal_free,
+                     .ctx = &sv.api,
+                     .challenge = sv.challenge},
+            .router = sv.router,
+        };
+        rc = ck_http_start(&cfg, &sv.http);
+    }
+    if (rc != CK_OK) {
+        fprintf(stderr, "ckey server: %s\n", ck_err_msg());
+        server_free(&sv);
+        return 1;
+    }
+    char port[8];
+    snprintf(port, sizeof port, "%u", ck_http_port(sv.http));
+    ck_log(CK_LOG_INFO, "listening", "listen", o->listen ? o->listen : "127.0.0.1:8443", "port",
+           port, "data_dir", o->data_dir ? o->data_dir : "-", NULL);
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    ck_log(CK_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+    ck_http_stop(sv.http, 10000);
+    server_free(&sv);
+    ck_log(CK_LOG_INFO, "stopped", NULL);
+    return 0;
+}

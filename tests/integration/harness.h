@@ -1,0 +1,54 @@
+/*
+ * harness — start a real `ckey server --dev` on a free loopback port and
+ * talk HTTPS to it with libcurl, or run the ckey CLI against it.
+ *
+ * CK_BIN (set by CMake) names the ckey binary.
+ */
+#ifndef CK_TEST_HARNESS_H
+#define CK_TEST_HARNESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct srv {
+    char dir[256];     /* data dir */
+    char url[64];      /* https://127.0.0.1:PORT */
+    unsigned port;
+    pid_t pid;
+    char token[256];   /* operator token */
+    char cacert[300];
+};
+
+struct http_result {
+    long status;
+    char *body;        /* NUL-terminated */
+    size_t body_len;
+    json_t *json;      /* parsed body or NULL */
+    char *headers;     /* raw response headers */
+};
+
+/* Starts a server with a fresh data dir (or reuses s->dir when reuse). */
+void srv_start(struct srv *s, bool reuse);
+/* SIGTERM, wait; returns the exit status (or 128+signal). */
+int srv_stop(struct srv *s);
+void srv_cleanup(struct srv *s); /* removes the data dir */
+
+/* One request. token NULL: no Authorization header. body NULL: none.
+ * extra_header may be NULL. url_or_path: a path on s->url or a full URL. */
+void http(const struct srv *s, const char *method, const char *url_or_path, const char *token,
+          const char *body, size_t body_len, const char *extra_header, struct http_result *r);
+void http_free(struct http_result *r);
+/* Header value (case-insensitive name) from r->headers, malloc'd or NULL. */
+char *http_header(const struct http_result *r, const char *name);
+
+/* Runs `ckey <args>` with CKEY_URL/CKEY_CACERT/CKEY_TOKEN for s (token NULL
+ * → the operator's). Returns the exit status; *out gets stdout+stderr. */
+int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Runs a shell command, returns exit status, *out gets its output. */
+int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
