@@ -17,10 +17,12 @@
 #include "auth/auth.h"
 #include "http/http.h"
 #include "store/store.h"
+#include "vault/vault.h"
 
 struct ck_api {
     struct ck_store *store;
     struct ck_audit *audit;
+    struct ck_vaults *vaults;   /* NULL when the vault role is off */
     char home_tenant[37];
     const char *vault_suffix;   /* vault hosts are NAME.<suffix>; "vault.localhost" */
     const char *default_vault;  /* for requests to a bare IP or localhost; may be NULL */
@@ -34,7 +36,10 @@ void ck_api_principal_free(void *principal);
 char *ck_api_challenge(const struct ck_api *api);
 
 void ck_api_register_admin(struct ck_router *r, struct ck_api *api);
-
+/* ARM management plane: subscriptions, vaults, access policies. */
+void ck_api_register_vaults(struct ck_router *r, struct ck_api *api);
+/* AKV keys data plane. */
+void ck_api_register_keys(struct ck_router *r, struct ck_api *api);
 
 /* Shared by the surfaces. */
 const struct ck_principal *ck_api_caller(const struct ck_http_req *req);

@@ -67,5 +67,8 @@ int cli_principal(struct cli *c, int argc, char **argv);
 int cli_whoami(struct cli *c, int argc, char **argv);
 int cli_token(struct cli *c, int argc, char **argv);
 int cli_audit(struct cli *c, int argc, char **argv);
+int cli_subscription(struct cli *c, int argc, char **argv);
+int cli_vault(struct cli *c, int argc, char **argv);
+int cli_key(struct cli *c, int argc, char **argv);
 
 #endif

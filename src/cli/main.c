@@ -19,6 +19,9 @@ static const char usage[] =
     "  token         issue, list and revoke bearer tokens\n"
     "  whoami        show the principal behind the current token\n"
     "  audit         list and verify the audit log\n"
+    "  subscription  create subscriptions and manage their owners\n"
+    "  vault         create, show, list and delete key vaults; access policies\n"
+    "  key           create, back up, restore and use keys in a vault\n"
     "\n"
     "Global options (anywhere on the line):\n"
     "  --url URL          server URL (CKEY_URL; default https://127.0.0.1:8443)\n"
@@ -37,7 +40,9 @@ static int dispatch(struct cli *c, int argc, char **argv)
         int (*fn)(struct cli *, int, char **);
     } nouns[] = {
         {"server", cli_server}, {"principal", cli_principal}, {"token", cli_token},
-        {"whoami", cli_whoami}, {"audit", cli_audit},
+        {"whoami", cli_whoami}, {"audit", cli_audit},         {"subscription", cli_subscription},
+        {"vault", cli_vault},
+        {"key", cli_key},
     };
     for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
         if (strcmp(argv[0], nouns[i].name) == 0)

@@ -25,6 +25,8 @@ static const char help[] =
     "  --default-vault NAME  vault addressed by requests to a bare IP or localhost\n"
     "  --vault-suffix S      vault hosts are NAME.S (default vault.localhost)\n"
     "  --threads N           worker threads (default: one per core)\n"
+    "  --housekeeping-interval SECONDS  how often soft-deleted keys past retention are\n"
+    "                        purged and rotation policies carried out (default 60)\n"
     "  --log-level debug|info|warn|error\n"
     "\n"
     "SIGTERM or SIGINT drains requests in flight and exits.\n";
@@ -34,7 +36,7 @@ int cli_server(struct cli *c, int argc, char **argv)
     struct cli_args a;
     if (!cli_parse(argc, argv,
                    "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
-                   "default-vault=,vault-suffix=,threads=,log-level=,help",
+                   "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,help",
                    &a))
         return 2;
     if (cli_has(&a, "help")) {
@@ -64,6 +66,14 @@ int cli_server(struct cli *c, int argc, char **argv)
         if (*end || t < 1 || t > 256)
             return cli_usage_error("--threads takes a number from 1 to 256");
         o.threads = (unsigned)t;
+    }
+    const char *hk = cli_get(&a, "housekeeping-interval");
+    if (hk) {
+        char *end;
+        long t = strtol(hk, &end, 10);
+        if (*end || t < 1 || t > 86400)
+            return cli_usage_error("--housekeeping-interval takes 1 to 86400 seconds");
+        o.housekeeping_interval = (unsigned)t;
     }
     const char *level = cli_get(&a, "log-level");
     if (level) {

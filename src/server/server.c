@@ -13,6 +13,7 @@
 #include "crypto/crypto.h"
 #include "http/http.h"
 #include "store/store.h"
+#include "vault/vault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define OPERATOR_TOKEN_TTL (90 * 86400)
@@ -29,6 +31,7 @@
 struct server {
     struct ck_store *store;
     struct ck_audit *audit;
+    struct ck_vaults *vaults;
     struct ck_secret master;
     char *cert_pem;
     struct ck_secret key_pem;
@@ -36,6 +39,13 @@ struct server {
     struct ck_api api;
     char *challenge;
     struct ck_http_server *http;
+    /* Housekeeping thread: vault purges and rotations. */
+    pthread_t housekeeper;
+    bool housekeeper_running;
+    pthread_mutex_t hk_lock;
+    pthread_cond_t hk_wake;
+    bool stopping;
+    unsigned hk_interval;
 };
 
 /* ---------- files ---------- */
@@ -189,11 +199,49 @@ static ck_err dev_operator(struct server *sv, const char *dir)
     return rc;
 }
 
+/* ---------- housekeeping ---------- */
+
+/* Purges soft-deleted keys past their retention and carries out rotation
+ * policies, every hk_interval seconds until the server stops. */
+static void *housekeeping(void *arg)
+{
+    struct server *sv = arg;
+    pthread_mutex_lock(&sv->hk_lock);
+    while (!sv->stopping) {
+        pthread_mutex_unlock(&sv->hk_lock);
+        size_t purged = 0, rotated = 0;
+        if (ck_vault_housekeeping(sv->vaults, ck_now(), &purged, &rotated) != CK_OK)
+            ck_log(CK_LOG_ERROR, "vault housekeeping failed", "detail", ck_err_msg(), NULL);
+        pthread_mutex_lock(&sv->hk_lock);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += sv->hk_interval;
+        while (!sv->stopping &&
+               pthread_cond_timedwait(&sv->hk_wake, &sv->hk_lock, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&sv->hk_lock);
+    return NULL;
+}
+
+static void housekeeping_stop(struct server *sv)
+{
+    if (!sv->housekeeper_running)
+        return;
+    pthread_mutex_lock(&sv->hk_lock);
+    sv->stopping = true;
+    pthread_cond_signal(&sv->hk_wake);
+    pthread_mutex_unlock(&sv->hk_lock);
+    pthread_join(sv->housekeeper, NULL);
+    sv->housekeeper_running = false;
+}
+
 /* ---------- wiring ---------- */
 
 static void server_free(struct server *sv)
 {
     ck_router_free(sv->router);
+    ck_vaults_close(sv->vaults);
     ck_audit_close(sv->audit);
     ck_store_close(sv->store);
     ck_secret_free(&sv->master);
@@ -247,15 +295,23 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
     CK_GUARD(ck_auth_migrate(sv->store));
     CK_GUARD(ck_audit_open(sv->store, &sv->master, &sv->audit));
     CK_GUARD(ck_auth_home_tenant(sv->store, sv->api.home_tenant));
+    bool vault_role = strcmp(o->role ? o->role : "all", "service") != 0;
+    if (vault_role)
+        CK_GUARD(ck_vaults_open(sv->store, &sv->master, &sv->vaults));
     if (o->dev)
         CK_GUARD(dev_operator(sv, o->data_dir));
     sv->api.store = sv->store;
     sv->api.audit = sv->audit;
+    sv->api.vaults = sv->vaults;
     sv->api.vault_suffix = o->vault_suffix ? o->vault_suffix : "vault.localhost";
     sv->api.default_vault = o->default_vault;
     sv->challenge = ck_api_challenge(&sv->api);
     sv->router = ck_router_new();
     ck_api_register_admin(sv->router, &sv->api);
+    if (sv->vaults) {
+        ck_api_register_vaults(sv->router, &sv->api);
+        ck_api_register_keys(sv->router, &sv->api);
+    }
 out:
     free(cert);
     free(key);
@@ -297,6 +353,13 @@ int ck_server_main(const struct ck_server_options *o)
     }
     char port[8];
     snprintf(port, sizeof port, "%u", ck_http_port(sv.http));
+    if (sv.vaults) {
+        pthread_mutex_init(&sv.hk_lock, NULL);
+        pthread_cond_init(&sv.hk_wake, NULL);
+        sv.hk_interval = o->housekeeping_interval ? o->housekeeping_interval : 60;
+        sv.housekeeper_running =
+            pthread_create(&sv.housekeeper, NULL, housekeeping, &sv) == 0;
+    }
     ck_log(CK_LOG_INFO, "listening", "listen", o->listen ? o->listen : "127.0.0.1:8443", "port",
            port, "data_dir", o->data_dir ? o->data_dir : "-", NULL);
 
@@ -304,6 +367,7 @@ int ck_server_main(const struct ck_server_options *o)
     sigwait(&set, &sig);
     ck_log(CK_LOG_INFO, "shutting down", "signal", sig == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
     ck_http_stop(sv.http, 10000);
+    housekeeping_stop(&sv);
     server_free(&sv);
     ck_log(CK_LOG_INFO, "stopped", NULL);
     return 0;

@@ -29,6 +29,7 @@ struct ck_server_options {
     const char *default_vault;
     const char *vault_suffix; /* vault hosts are NAME.<suffix>; default vault.localhost */
     unsigned threads;
+    unsigned housekeeping_interval; /* seconds between vault housekeeping runs; 0 = 60 */
 };
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */

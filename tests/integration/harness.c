@@ -242,3 +242,61 @@ int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...
     free(cmd);
     return st;
 }
+
+void whoami(const struct srv *s, const char *token, char *object_id, char *tenant_id)
+{
+    struct http_result r;
+    http(s, "GET", "/whoami", token, NULL, 0, NULL, &r);
+    if (r.status != 200)
+        die("whoami failed");
+    snprintf(object_id, 37, "%s", json_string_value(json_object_get(r.json, "objectId")));
+    snprintf(tenant_id, 37, "%s", json_string_value(json_object_get(r.json, "tenantId")));
+    http_free(&r);
+}
+
+char *vault_url(const struct srv *s, const char *vault, const char *path)
+{
+    char *u = NULL;
+    if (asprintf(&u, "https://%s.vault.localhost:%u%s", vault, s->port, path) < 0)
+        die("asprintf");
+    return u;
+}
+
+void provision_vault(const struct srv *s, const char *upn, const char *sub, const char *name,
+                     const char *location, bool purge_protection, char *token)
+{
+    char *out = NULL, body[1024], path[512];
+    struct http_result r;
+    cli(s, NULL, &out, "principal add --upn %s", upn); /* may exist already */
+    free(out);
+    if (cli(s, NULL, &out, "token issue --principal %s --ttl 2h", upn) != 0)
+        die("token issue failed");
+    /* stdout holds the token on its own line; stderr says when it expires. */
+    char *tok = strstr(out, "ck_");
+    if (!tok)
+        die("no token in output");
+    size_t n = strcspn(tok, "\r\n");
+    snprintf(token, 256, "%.*s", (int)n, tok);
+    free(out);
+    snprintf(body, sizeof body, "{\"owners\":[\"%s\"]}", upn);
+    snprintf(path, sizeof path, "/admin/subscriptions/%s", sub);
+    http(s, "PUT", path, s->token, body, strlen(body), NULL, &r); /* may exist already */
+    http_free(&r);
+    char oid[37], tid[37];
+    whoami(s, token, oid, tid);
+    snprintf(body, sizeof body,
+             "{\"location\":\"%s\",\"properties\":{\"tenantId\":\"%s\",\"sku\":{\"family\":"
+             "\"A\",\"name\":\"standard\"},\"enablePurgeProtection\":%s,\"accessPolicies\":[{"
+             "\"tenantId\":\"%s\",\"objectId\":\"%s\",\"permissions\":{\"keys\":[\"all\"]}}]}}",
+             location, tid, purge_protection ? "true" : "false", tid, oid);
+    snprintf(path, sizeof path,
+             "/subscriptions/%s/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/%s"
+             "?api-version=2023-02-01",
+             sub, name);
+    http(s, "PUT", path, token, body, strlen(body), NULL, &r);
+    if (r.status != 200 && r.status != 201) {
+        fprintf(stderr, "vault PUT: %ld %s\n", r.status, r.body ? r.body : "");
+        die("cannot create the vault");
+    }
+    http_free(&r);
+}

@@ -48,6 +48,16 @@ char *http_header(const struct http_result *r, const char *name);
 int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* A vault owner and a vault: makes the user UPN (when new) with a token
+ * (into token, 256 bytes), subscription SUB owned by them (when new), and
+ * vault NAME in LOCATION granting them every key permission. */
+void provision_vault(const struct srv *s, const char *upn, const char *sub, const char *name,
+                     const char *location, bool purge_protection, char *token);
+/* The principal's object id and tenant id (37 bytes each) by its token. */
+void whoami(const struct srv *s, const char *token, char *object_id, char *tenant_id);
+/* Vault data-plane URL for a path: https://NAME.vault.localhost:PORT/path */
+char *vault_url(const struct srv *s, const char *vault, const char *path);
+
 /* Runs a shell command, returns exit status, *out gets its output. */
 int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
