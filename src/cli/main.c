@@ -94,15 +94,22 @@ static int take_globals(struct cli *c, int argc, char **argv, char **rest)
     return n;
 }
 
+/* An environment variable set to "" counts as unset (CKEY_TOKEN= ckey ...). */
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
 int main(int argc, char **argv)
 {
     ck_json_wipe_on_free();
     struct cli c = {0};
-    c.url = getenv("CKEY_URL");
-    c.token = getenv("CKEY_TOKEN");
-    c.token_file = getenv("CKEY_TOKEN_FILE");
-    c.cacert = getenv("CKEY_CACERT");
-    c.data_dir = getenv("CKEY_DATA_DIR");
+    c.url = env("CKEY_URL");
+    c.token = env("CKEY_TOKEN");
+    c.token_file = env("CKEY_TOKEN_FILE");
+    c.cacert = env("CKEY_CACERT");
+    c.data_dir = env("CKEY_DATA_DIR");
     char **rest = ck_xcalloc((size_t)argc + 1, sizeof *rest);
     int n = take_globals(&c, argc, argv, rest);
     int status;
@@ -115,7 +122,9 @@ int main(int argc, char **argv)
     } else {
         if (!c.url)
             c.url = "https://127.0.0.1:8443";
-        if (!c.data_dir && !c.token && !c.token_file && access("ckey-data/operator.token", R_OK) == 0)
+        /* What `make run` made in this directory: its certificate, and its
+         * operator token unless another token was given. */
+        if (!c.data_dir && access("ckey-data/tls/cert.pem", R_OK) == 0)
             c.data_dir = "ckey-data";
         status = dispatch(&c, n, rest);
     }
