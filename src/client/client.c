@@ -151,7 +151,11 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
         *resp = NULL;
     CURLcode cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
-        rc = ck_err_set(CK_EUNAVAIL, "cannot reach %s: %s", c->url, curl_easy_strerror(cc));
+        /* Name the origin actually asked, without path or query. */
+        const char *slash = strchr(url + 8, '/');
+        rc = ck_err_set(CK_EUNAVAIL, "cannot reach %.*s: %s",
+                        slash ? (int)(slash - url) : (int)strlen(url), url,
+                        curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
