@@ -371,6 +371,81 @@ static ck_err send_page(struct ck_http_req *req, struct ck_http_resp *resp, stru
 
 /* ---------- handlers: keys ---------- */
 
+/* The handlers that take a key name and answer with one key bundle. */
+typedef ck_err (*key_fn)(struct ck_vaults *v, const char *vault, const char *name,
+                         struct ck_key **out);
+
+static ck_err key_op(struct ck_http_req *req, struct ck_http_resp *resp, enum ck_key_perm perm,
+                     const char *operation, key_fn fn, bool audited)
+{
+    struct target t;
+    CK_TRY(authorize(req, perm, operation, &t));
+    struct ck_key *k = NULL;
+    ck_err rc = fn(t.api->vaults, t.vault->name, t.key, &k);
+    if (audited)
+        audit(req, &t, operation, k ? k->version : NULL, rc);
+    target_free(&t);
+    CK_TRY(rc);
+    return send_bundle(req, resp, k);
+}
+
+static ck_err delete_key(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return key_op(req, resp, CK_PERM_DELETE, "key.delete", ck_key_delete, true);
+}
+
+static ck_err rotate_key(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return key_op(req, resp, CK_PERM_ROTATE, "key.rotate", ck_key_rotate, true);
+}
+
+static ck_err get_deleted(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return key_op(req, resp, CK_PERM_GET, "key.getDeleted", ck_key_get_deleted, false);
+}
+
+static ck_err recover_key(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return key_op(req, resp, CK_PERM_RECOVER, "key.recover", ck_key_recover, true);
+}
+
+enum listing { LIST_KEYS, LIST_VERSIONS, LIST_DELETED };
+
+static ck_err list(struct ck_http_req *req, struct ck_http_resp *resp, enum listing which)
+{
+    static const char *const operations[] = {"key.list", "key.versions", "key.listDeleted"};
+    struct target t;
+    CK_TRY(authorize(req, CK_PERM_LIST, operations[which], &t));
+    size_t skip, max, n = 0;
+    bool more = false;
+    struct ck_key **v = NULL;
+    ck_err rc = page_params(req, &skip, &max);
+    if (rc == CK_OK && which == LIST_KEYS)
+        rc = ck_key_list(t.api->vaults, t.vault->name, skip, max, &v, &n, &more);
+    else if (rc == CK_OK && which == LIST_DELETED)
+        rc = ck_key_list_deleted(t.api->vaults, t.vault->name, skip, max, &v, &n, &more);
+    else if (rc == CK_OK)
+        rc = ck_key_list_versions(t.api->vaults, t.vault->name, t.key, skip, max, &v, &n, &more);
+    target_free(&t);
+    CK_TRY(rc);
+    return send_page(req, resp, v, n, more, skip, max, which == LIST_VERSIONS);
+}
+
+static ck_err list_keys(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return list(req, resp, LIST_KEYS);
+}
+
+static ck_err list_versions(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return list(req, resp, LIST_VERSIONS);
+}
+
+static ck_err list_deleted(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return list(req, resp, LIST_DELETED);
+}
+
 static ck_err create_key(struct ck_http_req *req, struct ck_http_resp *resp)
 {
     struct target t;
@@ -490,59 +565,7 @@ static ck_err update_key(struct ck_http_req *req, struct ck_http_resp *resp)
     return send_bundle(req, resp, k);
 }
 
-static ck_err list_keys(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_LIST, "key.list", &t));
-    size_t skip, max, n = 0;
-    bool more = false;
-    struct ck_key **v = NULL;
-    ck_err rc = page_params(req, &skip, &max);
-    if (rc == CK_OK)
-        rc = ck_key_list(t.api->vaults, t.vault->name, skip, max, &v, &n, &more);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_page(req, resp, v, n, more, skip, max, false);
-}
 
-static ck_err list_versions(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_LIST, "key.versions", &t));
-    size_t skip, max, n = 0;
-    bool more = false;
-    struct ck_key **v = NULL;
-    ck_err rc = page_params(req, &skip, &max);
-    if (rc == CK_OK)
-        rc = ck_key_list_versions(t.api->vaults, t.vault->name, t.key, skip, max, &v, &n, &more);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_page(req, resp, v, n, more, skip, max, true);
-}
-
-static ck_err delete_key(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_DELETE, "key.delete", &t));
-    struct ck_key *k = NULL;
-    ck_err rc = ck_key_delete(t.api->vaults, t.vault->name, t.key, &k);
-    audit(req, &t, "key.delete", NULL, rc);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_bundle(req, resp, k);
-}
-
-static ck_err rotate_key(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_ROTATE, "key.rotate", &t));
-    struct ck_key *k = NULL;
-    ck_err rc = ck_key_rotate(t.api->vaults, t.vault->name, t.key, &k);
-    audit(req, &t, "key.rotate", k ? k->version : NULL, rc);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_bundle(req, resp, k);
-}
 
 static ck_err backup_key(struct ck_http_req *req, struct ck_http_resp *resp)
 {
@@ -576,44 +599,6 @@ static ck_err restore_key(struct ck_http_req *req, struct ck_http_resp *resp)
 }
 
 /* ---------- handlers: deleted keys ---------- */
-
-static ck_err get_deleted(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_GET, "key.getDeleted", &t));
-    struct ck_key *k = NULL;
-    ck_err rc = ck_key_get_deleted(t.api->vaults, t.vault->name, t.key, &k);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_bundle(req, resp, k);
-}
-
-static ck_err list_deleted(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_LIST, "key.listDeleted", &t));
-    size_t skip, max, n = 0;
-    bool more = false;
-    struct ck_key **v = NULL;
-    ck_err rc = page_params(req, &skip, &max);
-    if (rc == CK_OK)
-        rc = ck_key_list_deleted(t.api->vaults, t.vault->name, skip, max, &v, &n, &more);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_page(req, resp, v, n, more, skip, max, false);
-}
-
-static ck_err recover_key(struct ck_http_req *req, struct ck_http_resp *resp)
-{
-    struct target t;
-    CK_TRY(authorize(req, CK_PERM_RECOVER, "key.recover", &t));
-    struct ck_key *k = NULL;
-    ck_err rc = ck_key_recover(t.api->vaults, t.vault->name, t.key, &k);
-    audit(req, &t, "key.recover", NULL, rc);
-    target_free(&t);
-    CK_TRY(rc);
-    return send_bundle(req, resp, k);
-}
 
 static ck_err purge_key(struct ck_http_req *req, struct ck_http_resp *resp)
 {

@@ -108,6 +108,8 @@ ck_err ck_b64url_decode(const char *s, size_t len, struct ck_buf *out);
 ck_err ck_b64url_decode_secret(const char *s, size_t len, struct ck_secret *out);
 /* Lowercase hex; out must hold 2n+1 bytes. */
 void ck_hex_encode(const uint8_t *p, size_t n, char *out);
+/* The value of one hex digit, -1 when c is not one. */
+int ck_hex_digit(int c);
 ck_err ck_hex_decode(const char *s, struct ck_buf *out);
 
 /* ---------- identifiers and time ---------- */

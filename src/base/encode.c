@@ -118,7 +118,7 @@ void ck_hex_encode(const uint8_t *p, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_value(unsigned char c)
+int ck_hex_digit(int c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -137,7 +137,7 @@ ck_err ck_hex_decode(const char *s, struct ck_buf *out)
     struct ck_buf b;
     CK_TRY(ck_buf_alloc(&b, len / 2));
     for (size_t i = 0; i < len / 2; i++) {
-        int hi = hex_value((unsigned char)s[2 * i]), lo = hex_value((unsigned char)s[2 * i + 1]);
+        int hi = ck_hex_digit((unsigned char)s[2 * i]), lo = ck_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             ck_buf_free(&b);
             return ck_err_set(CK_EINVAL, "invalid hex: unexpected character");

@@ -62,13 +62,9 @@ static int verify(struct cli *c, int argc, char **argv)
 
 int cli_audit(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        fputs(help, argc ? stdout : stderr);
-        return argc ? 0 : 2;
-    }
-    if (strcmp(argv[0], "list") == 0)
-        return list(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "verify") == 0)
-        return verify(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown audit command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"list", list},
+        {"verify", verify},
+    };
+    return cli_dispatch(c, argc, argv, "audit", help, verbs, sizeof verbs / sizeof *verbs);
 }

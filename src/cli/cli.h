@@ -51,6 +51,17 @@ bool cli_parse(int argc, char **argv, const char *spec, struct cli_args *a);
 const char *cli_get(const struct cli_args *a, const char *name);
 bool cli_has(const struct cli_args *a, const char *name);
 
+/* A noun's verbs: `ckey NOUN VERB ...` runs run(c, argc, argv) with the
+ * words after VERB. */
+struct cli_verb {
+    const char *name;
+    int (*run)(struct cli *c, int argc, char **argv);
+};
+/* Runs the verb argv[0] names; with no verb, --help, -h or help prints the
+ * noun's help (to stderr with exit 2 when nothing was asked). */
+int cli_dispatch(struct cli *c, int argc, char **argv, const char *noun, const char *help,
+                 const struct cli_verb *verbs, size_t n);
+
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "ckey: <thread error message>" and returns 1. */
 int cli_fail(void);

@@ -86,6 +86,24 @@ bool cli_has(const struct cli_args *a, const char *name)
     return false;
 }
 
+int cli_dispatch(struct cli *c, int argc, char **argv, const char *noun, const char *help,
+                 const struct cli_verb *verbs, size_t n)
+{
+    if (argc == 0) {
+        fputs(help, stderr);
+        return 2;
+    }
+    if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0 ||
+        strcmp(argv[0], "help") == 0) {
+        fputs(help, stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(argv[0], verbs[i].name) == 0)
+            return verbs[i].run(c, argc - 1, argv + 1);
+    return cli_usage_error("unknown %s command '%s'", noun, argv[0]);
+}
+
 int cli_usage_error(const char *fmt, ...)
 {
     va_list ap;

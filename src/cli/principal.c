@@ -69,15 +69,11 @@ static int list(struct cli *c, int argc, char **argv)
 
 int cli_principal(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        fputs(help, argc ? stdout : stderr);
-        return argc ? 0 : 2;
-    }
-    if (strcmp(argv[0], "add") == 0)
-        return add(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "list") == 0)
-        return list(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown principal command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"add", add},
+        {"list", list},
+    };
+    return cli_dispatch(c, argc, argv, "principal", help, verbs, sizeof verbs / sizeof *verbs);
 }
 
 int cli_whoami(struct cli *c, int argc, char **argv)

@@ -126,15 +126,10 @@ static int add_owner(struct cli *c, int argc, char **argv)
 
 int cli_subscription(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        fputs(help, argc ? stdout : stderr);
-        return argc ? 0 : 2;
-    }
-    if (strcmp(argv[0], "create") == 0)
-        return create(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "show") == 0)
-        return show(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "add-owner") == 0)
-        return add_owner(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown subscription command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"create", create},
+        {"show", show},
+        {"add-owner", add_owner},
+    };
+    return cli_dispatch(c, argc, argv, "subscription", help, verbs, sizeof verbs / sizeof *verbs);
 }

@@ -100,15 +100,10 @@ static int revoke(struct cli *c, int argc, char **argv)
 
 int cli_token(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        fputs(help, argc ? stdout : stderr);
-        return argc ? 0 : 2;
-    }
-    if (strcmp(argv[0], "issue") == 0)
-        return issue(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "list") == 0)
-        return list(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "revoke") == 0)
-        return revoke(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown token command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"issue", issue},
+        {"list", list},
+        {"revoke", revoke},
+    };
+    return cli_dispatch(c, argc, argv, "token", help, verbs, sizeof verbs / sizeof *verbs);
 }

@@ -497,30 +497,21 @@ static int policy_remove(struct cli *c, int argc, char **argv)
 
 static int policy(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0)
-        return cli_usage_error("vault policy needs set or remove");
-    if (strcmp(argv[0], "set") == 0)
-        return policy_set(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "remove") == 0)
-        return policy_remove(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown vault policy command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"set", policy_set},
+        {"remove", policy_remove},
+    };
+    return cli_dispatch(c, argc, argv, "vault policy", help, verbs, sizeof verbs / sizeof *verbs);
 }
 
 int cli_vault(struct cli *c, int argc, char **argv)
 {
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
-        fputs(help, argc ? stdout : stderr);
-        return argc ? 0 : 2;
-    }
-    if (strcmp(argv[0], "create") == 0)
-        return create(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "show") == 0)
-        return show(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "list") == 0)
-        return list(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "delete") == 0)
-        return delete_vault(c, argc - 1, argv + 1);
-    if (strcmp(argv[0], "policy") == 0)
-        return policy(c, argc - 1, argv + 1);
-    return cli_usage_error("unknown vault command '%s'", argv[0]);
+    static const struct cli_verb verbs[] = {
+        {"create", create},
+        {"show", show},
+        {"list", list},
+        {"delete", delete_vault},
+        {"policy", policy},
+    };
+    return cli_dispatch(c, argc, argv, "vault", help, verbs, sizeof verbs / sizeof *verbs);
 }

@@ -49,17 +49,6 @@ static size_t keep_raw(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool ck_http_pct_decode(char *s)
 {
     char *o = s;
@@ -68,7 +57,7 @@ bool ck_http_pct_decode(char *s)
             *o++ = *p;
             continue;
         }
-        int hi = hexval(p[1]), lo = hi < 0 ? -1 : hexval(p[2]);
+        int hi = ck_hex_digit((unsigned char)p[1]), lo = hi < 0 ? -1 : ck_hex_digit((unsigned char)p[2]);
         /* An encoded NUL would cut the string short: refuse it. */
         if (hi < 0 || lo < 0 || (hi | lo) == 0)
             return false;

@@ -262,6 +262,25 @@ char *vault_url(const struct srv *s, const char *vault, const char *path)
     return u;
 }
 
+char *token_for(const struct srv *s, const char *principal, const char *ttl, char *id)
+{
+    char *out = NULL;
+    if (cli(s, NULL, &out, "-o json token issue --principal '%s' --ttl %s", principal, ttl) != 0) {
+        fprintf(stderr, "%s\n", out ? out : "");
+        die("token issue failed");
+    }
+    json_t *j = json_loads(out, 0, NULL);
+    const char *tok = json_string_value(json_object_get(j, "token"));
+    if (!tok)
+        die("no token in the answer");
+    char *copy = strdup(tok);
+    if (id)
+        snprintf(id, 37, "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    free(out);
+    return copy;
+}
+
 void provision_vault(const struct srv *s, const char *upn, const char *sub, const char *name,
                      const char *location, bool purge_protection, char *token)
 {
@@ -269,15 +288,9 @@ void provision_vault(const struct srv *s, const char *upn, const char *sub, cons
     struct http_result r;
     cli(s, NULL, &out, "principal add --upn %s", upn); /* may exist already */
     free(out);
-    if (cli(s, NULL, &out, "token issue --principal %s --ttl 2h", upn) != 0)
-        die("token issue failed");
-    /* stdout holds the token on its own line; stderr says when it expires. */
-    char *tok = strstr(out, "ck_");
-    if (!tok)
-        die("no token in output");
-    size_t n = strcspn(tok, "\r\n");
-    snprintf(token, 256, "%.*s", (int)n, tok);
-    free(out);
+    char *tok = token_for(s, upn, "2h", NULL);
+    snprintf(token, 256, "%s", tok);
+    free(tok);
     snprintf(body, sizeof body, "{\"owners\":[\"%s\"]}", upn);
     snprintf(path, sizeof path, "/admin/subscriptions/%s", sub);
     http(s, "PUT", path, s->token, body, strlen(body), NULL, &r); /* may exist already */

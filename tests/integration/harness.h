@@ -48,6 +48,10 @@ char *http_header(const struct http_result *r, const char *name);
 int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Issues a token (malloc'd) for a principal through the CLI; id (37 bytes,
+ * may be NULL) gets the token's id. */
+char *token_for(const struct srv *s, const char *principal, const char *ttl, char *id);
+
 /* A vault owner and a vault: makes the user UPN (when new) with a token
  * (into token, 256 bytes), subscription SUB owned by them (when new), and
  * vault NAME in LOCATION granting them every key permission. */

@@ -28,10 +28,9 @@ static int setup(void **state)
     char *out = NULL;
     cli(&S, NULL, &out, "principal add --upn bob@contoso.com");
     free(out);
-    cli(&S, NULL, &out, "token issue --principal bob@contoso.com --ttl 2h 2>/dev/null");
-    snprintf(BOB, sizeof BOB, "%.*s", (int)strcspn(strstr(out, "ck_"), "\r\n"),
-             strstr(out, "ck_"));
-    free(out);
+    char *bob = token_for(&S, "bob@contoso.com", "2h", NULL);
+    snprintf(BOB, sizeof BOB, "%s", bob);
+    free(bob);
     char oid[37], tid[37], body[512];
     whoami(&S, BOB, oid, tid);
     snprintf(body, sizeof body,

@@ -29,14 +29,7 @@ static char alice_oid[64], bob_oid[64], tenant[64];
 
 static char *issue_token(const char *who)
 {
-    char *out = NULL;
-    assert_int_equal(cli(&S, NULL, &out, "-o json token issue --principal %s --ttl 1h", who), 0);
-    json_t *j = json_loads(out, 0, NULL);
-    assert_non_null(j);
-    char *tok = strdup(json_string_value(json_object_get(j, "token")));
-    json_decref(j);
-    free(out);
-    return tok;
+    return token_for(&S, who, "1h", NULL);
 }
 
 /* One request with a JSON body (NULL: none); the result is the caller's. */
