@@ -7,7 +7,7 @@ DATA_DIR   ?= ckey-data
 LISTEN     ?= 127.0.0.1:8443
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all build deps run test test-asan bench format clean
+.PHONY: all build deps run test test-asan bench format check-format clean
 
 all: build
 
@@ -38,8 +38,14 @@ test-asan: deps
 bench: build
 	@if [ -x bench/run.sh ]; then bench/run.sh $(BUILD) $(if $(QUICK),--quick,); else echo "no benchmarks yet"; fi
 
+FORMATTED = $$(git ls-files 'src/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]')
+
 format:
-	clang-format -i $$(git ls-files 'src/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]')
+	clang-format -i $(FORMATTED)
+
+# Layout is .clang-format's call; CI fails on any difference.
+check-format: deps
+	clang-format --dry-run --Werror $(FORMATTED)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

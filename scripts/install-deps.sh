@@ -2,7 +2,7 @@
 # Installs the Debian packages ckey builds and tests with; a no-op when all are present.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
-      libcurl4-openssl-dev libcmocka-dev sqlite3 openssl curl ca-certificates)
+      libcurl4-openssl-dev libcmocka-dev sqlite3 openssl curl ca-certificates clang-format)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -5,12 +5,11 @@
  *   GET    /healthz                 no token
  *   GET    /whoami                  any principal
  *   GET    /admin/principals        operator
- *   POST   /admin/principals        operator  {"userPrincipalName"} | {"displayName","applicationId"?}
- *   GET    /admin/tokens            operator  ?principal=
- *   POST   /admin/tokens            operator  {"principal","ttl"?}  → the token, once
- *   DELETE /admin/tokens/{id}       operator
- *   GET    /admin/audit             operator  ?after=&max=
- *   POST   /admin/audit/verify      operator
+ *   POST   /admin/principals        operator  {"userPrincipalName"} |
+ * {"displayName","applicationId"?} GET    /admin/tokens            operator  ?principal= POST
+ * /admin/tokens            operator  {"principal","ttl"?}  → the token, once DELETE
+ * /admin/tokens/{id}       operator GET    /admin/audit             operator  ?after=&max= POST
+ * /admin/audit/verify      operator
  */
 #include "api/api.h"
 
@@ -81,9 +80,10 @@ static json_t *token_json(const struct ck_token_info *t, const struct ck_princip
         ck_time_rfc3339(t->revoked, revoked);
         json_object_set_new(o, "revoked", json_string(revoked));
     }
-    json_object_set_new(o, "state", json_string(t->revoked                ? "revoked"
-                                                : t->expires <= ck_now() ? "expired"
-                                                                         : "active"));
+    json_object_set_new(o, "state",
+                        json_string(t->revoked               ? "revoked"
+                                    : t->expires <= ck_now() ? "expired"
+                                                             : "active"));
     return o;
 }
 
@@ -186,11 +186,11 @@ static ck_err list_audit(struct ck_http_req *req, struct ck_http_resp *resp)
     for (size_t i = 0; i < n; i++) {
         char ts[32];
         ck_time_rfc3339(v[i].ts, ts);
-        json_array_append_new(
-            arr, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "seq", (json_int_t)v[i].seq,
-                           "time", ts, "principal", v[i].principal, "operation", v[i].operation,
-                           "target", v[i].target, "result", v[i].result, "requestId",
-                           v[i].request_id, "detail", v[i].detail));
+        json_array_append_new(arr, json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "seq",
+                                             (json_int_t)v[i].seq, "time", ts, "principal",
+                                             v[i].principal, "operation", v[i].operation, "target",
+                                             v[i].target, "result", v[i].result, "requestId",
+                                             v[i].request_id, "detail", v[i].detail));
     }
     json_t *body = json_pack("{s:o}", "value", arr);
     if (n == (size_t)max)

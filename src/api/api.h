@@ -22,10 +22,10 @@
 struct ck_api {
     struct ck_store *store;
     struct ck_audit *audit;
-    struct ck_vaults *vaults;   /* NULL when the vault role is off */
+    struct ck_vaults *vaults; /* NULL when the vault role is off */
     char home_tenant[37];
-    const char *vault_suffix;   /* vault hosts are NAME.<suffix>; "vault.localhost" */
-    const char *default_vault;  /* for requests to a bare IP or localhost; may be NULL */
+    const char *vault_suffix;  /* vault hosts are NAME.<suffix>; "vault.localhost" */
+    const char *default_vault; /* for requests to a bare IP or localhost; may be NULL */
 };
 
 /* The http auth hook: "Bearer <token>" → struct ck_principal. */

@@ -97,7 +97,8 @@ json_t *ck_api_principal_json(const struct ck_principal *p)
     json_t *o = json_object();
     json_object_set_new(o, "objectId", json_string(p->object_id));
     json_object_set_new(o, "tenantId", json_string(p->tenant_id));
-    json_object_set_new(o, "type", json_string(p->kind == CK_PRINCIPAL_USER ? "user" : "application"));
+    json_object_set_new(o, "type",
+                        json_string(p->kind == CK_PRINCIPAL_USER ? "user" : "application"));
     if (p->upn)
         json_object_set_new(o, "userPrincipalName", json_string(p->upn));
     if (p->display_name)

@@ -138,10 +138,10 @@ static json_t *ops_json(unsigned ops)
 
 static json_t *attributes_json(const struct ck_key *k)
 {
-    json_t *a = json_pack("{s:b,s:I,s:I,s:i,s:s,s:b}", "enabled", k->enabled, "created",
-                          (json_int_t)k->created, "updated", (json_int_t)k->updated,
-                          "recoverableDays", k->recoverable_days, "recoveryLevel",
-                          k->recovery_level, "exportable", 0);
+    json_t *a =
+        json_pack("{s:b,s:I,s:I,s:i,s:s,s:b}", "enabled", k->enabled, "created",
+                  (json_int_t)k->created, "updated", (json_int_t)k->updated, "recoverableDays",
+                  k->recoverable_days, "recoveryLevel", k->recovery_level, "exportable", 0);
     if (k->nbf)
         json_object_set_new(a, "nbf", json_integer(k->nbf));
     if (k->exp)
@@ -265,15 +265,15 @@ static ck_err parse_props(json_t *body, struct ck_key_props *p, char **tags_text
     json_t *tags = json_object_get(body, "tags");
     if (tags && !json_is_null(tags)) {
         if (!json_is_object(tags) || json_object_size(tags) > MAX_TAGS)
-            return ck_err_set(CK_EINVAL, "tags must be an object of at most %d strings",
-                              MAX_TAGS);
+            return ck_err_set(CK_EINVAL, "tags must be an object of at most %d strings", MAX_TAGS);
         const char *k;
         json_t *v;
         json_object_foreach(tags, k, v)
         {
             if (!json_is_string(v) || strlen(k) > 512 || json_string_length(v) > 512)
-                return ck_err_set(CK_EINVAL, "tag '%s' must be a string of at most 512 "
-                                             "characters",
+                return ck_err_set(CK_EINVAL,
+                                  "tag '%s' must be a string of at most 512 "
+                                  "characters",
                                   k);
         }
         p->has_tags = true;
@@ -348,8 +348,8 @@ static void add_next_link(const struct ck_http_req *req, json_t *body, bool more
     for (char *p = apiv_e; *p; p++)
         if (*p == ' ' || *p == '#')
             *p = '-';
-    char *link = ck_sprintf("%s%s?%s$skiptoken=%s&maxresults=%zu", req->origin, req->path,
-                            apiv_e, tok, max);
+    char *link =
+        ck_sprintf("%s%s?%s$skiptoken=%s&maxresults=%zu", req->origin, req->path, apiv_e, tok, max);
     json_object_set_new(body, "nextLink", json_string(link));
     free(link);
     free(apiv_e);
@@ -461,8 +461,9 @@ static ck_err create_key(struct ck_http_req *req, struct ck_http_resp *resp)
     if (rc == CK_OK && (size < 0 || size > 16384))
         rc = ck_err_set(CK_EINVAL, "key_size %lld is not supported", (long long)size);
     if (rc == CK_OK && json_object_get(req->json, "crv"))
-        rc = ck_err_set(CK_EINVAL, "the key type '%s' with a curve is not supported: ckey vaults "
-                                   "hold RSA and RSA-HSM keys",
+        rc = ck_err_set(CK_EINVAL,
+                        "the key type '%s' with a curve is not supported: ckey vaults "
+                        "hold RSA and RSA-HSM keys",
                         kty);
     if (rc == CK_OK)
         rc = parse_props(req->json, &p, &tags);
@@ -489,8 +490,9 @@ static ck_err parse_jwk(json_t *key, struct ck_rsa_jwk *j, bool *hsm)
     const char *kty = NULL;
     CK_TRY(ck_json_str(key, "kty", true, &kty));
     if (strcmp(kty, "RSA") != 0 && strcmp(kty, "RSA-HSM") != 0)
-        return ck_err_set(CK_EINVAL, "the key type '%s' is not supported: ckey vaults hold RSA "
-                                     "and RSA-HSM keys",
+        return ck_err_set(CK_EINVAL,
+                          "the key type '%s' is not supported: ckey vaults hold RSA "
+                          "and RSA-HSM keys",
                           kty);
     *hsm = *hsm || strcmp(kty, "RSA-HSM") == 0;
     static const char *const names[] = {"n", "e", "d", "p", "q", "dp", "dq", "qi"};
@@ -565,8 +567,6 @@ static ck_err update_key(struct ck_http_req *req, struct ck_http_resp *resp)
     return send_bundle(req, resp, k);
 }
 
-
-
 static ck_err backup_key(struct ck_http_req *req, struct ck_http_resp *resp)
 {
     struct target t;
@@ -638,8 +638,8 @@ static ck_err get_policy(struct ck_http_req *req, struct ck_http_resp *resp)
     CK_TRY(authorize(req, CK_PERM_GETROTATIONPOLICY, "key.getRotationPolicy", &t));
     char *text = NULL;
     int64_t created = 0, updated = 0;
-    ck_err rc = ck_key_rotation_policy_get(t.api->vaults, t.vault->name, t.key, &text, &created,
-                                           &updated);
+    ck_err rc =
+        ck_key_rotation_policy_get(t.api->vaults, t.vault->name, t.key, &text, &created, &updated);
     target_free(&t);
     CK_TRY(rc);
     return send_policy(req, resp, ck_http_param(req, "name"), text, created, updated);
@@ -651,8 +651,8 @@ static ck_err set_policy(struct ck_http_req *req, struct ck_http_resp *resp)
     CK_TRY(authorize(req, CK_PERM_SETROTATIONPOLICY, "key.setRotationPolicy", &t));
     char *in = req->json ? json_dumps(req->json, JSON_COMPACT) : ck_strdup("{}");
     int64_t created = 0, updated = 0;
-    ck_err rc = ck_key_rotation_policy_set(t.api->vaults, t.vault->name, t.key, in, &created,
-                                           &updated);
+    ck_err rc =
+        ck_key_rotation_policy_set(t.api->vaults, t.vault->name, t.key, in, &created, &updated);
     free(in);
     char *text = NULL;
     if (rc == CK_OK)

@@ -136,8 +136,9 @@ static const char *or_dash(const char *s)
 
 ck_err ck_audit_append(struct ck_audit *a, const struct ck_audit_event *ev)
 {
-    const char *fields[6] = {or_dash(ev->principal), or_dash(ev->operation), or_dash(ev->target),
-                             or_dash(ev->result),    or_dash(ev->request_id), ev->detail ? ev->detail : ""};
+    const char *fields[6] = {or_dash(ev->principal),  or_dash(ev->operation),
+                             or_dash(ev->target),     or_dash(ev->result),
+                             or_dash(ev->request_id), ev->detail ? ev->detail : ""};
     CK_TRY(ck_store_begin(a->store));
     int64_t seq;
     uint8_t prev[32], hm[32], mac[32];

@@ -38,7 +38,7 @@ struct ck_audit_record {
 };
 
 struct ck_audit_report {
-    int64_t checked;   /* records read */
+    int64_t checked; /* records read */
     bool ok;
     int64_t bad_seq;   /* first record that fails, 0 when none or not a record */
     char problem[256]; /* what was wrong, "" when ok */

@@ -40,8 +40,7 @@ ck_err ck_auth_home_tenant(struct ck_store *s, char out[37])
 {
     struct ck_stmt *st;
     bool row;
-    CK_TRY(ck_stmt_prepare(s, &st, "SELECT value FROM ck_meta WHERE name = ?", "t",
-                           "home_tenant"));
+    CK_TRY(ck_stmt_prepare(s, &st, "SELECT value FROM ck_meta WHERE name = ?", "t", "home_tenant"));
     ck_err rc = ck_stmt_step(st, &row);
     if (rc == CK_OK && row)
         snprintf(out, 37, "%s", ck_stmt_text(st, 0));
@@ -238,10 +237,9 @@ ck_err ck_principal_find(struct ck_store *s, const char *ref, struct ck_principa
 ck_err ck_principal_list(struct ck_store *s, struct ck_principal ***out, size_t *n)
 {
     struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(s, &st,
-                           "SELECT " PRINCIPAL_COLUMNS
-                           " FROM ck_principal ORDER BY kind, upn, display_name",
-                           ""));
+    CK_TRY(ck_stmt_prepare(
+        s, &st, "SELECT " PRINCIPAL_COLUMNS " FROM ck_principal ORDER BY kind, upn, display_name",
+        ""));
     struct ck_principal **v = NULL;
     size_t count = 0;
     bool row;

@@ -77,8 +77,8 @@ struct ck_buf {
     size_t n;
 };
 
-ck_err ck_buf_alloc(struct ck_buf *b, size_t n);                 /* zeroed */
-ck_err ck_buf_set(struct ck_buf *b, const void *p, size_t n);     /* frees old, copies */
+ck_err ck_buf_alloc(struct ck_buf *b, size_t n);              /* zeroed */
+ck_err ck_buf_set(struct ck_buf *b, const void *p, size_t n); /* frees old, copies */
 ck_err ck_buf_append(struct ck_buf *b, const void *p, size_t n);
 void ck_buf_free(struct ck_buf *b); /* safe on a zeroed struct */
 
@@ -151,9 +151,9 @@ void ck_free_wiped(void *p);
 
 /* ---------- small string helpers ---------- */
 
-char *ck_strdup(const char *s);                 /* NULL-safe; aborts on OOM */
+char *ck_strdup(const char *s); /* NULL-safe; aborts on OOM */
 char *ck_sprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void *ck_xmalloc(size_t n);                     /* aborts on OOM */
+void *ck_xmalloc(size_t n); /* aborts on OOM */
 void *ck_xcalloc(size_t n, size_t m);
 
 #endif

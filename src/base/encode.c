@@ -137,7 +137,8 @@ ck_err ck_hex_decode(const char *s, struct ck_buf *out)
     struct ck_buf b;
     CK_TRY(ck_buf_alloc(&b, len / 2));
     for (size_t i = 0; i < len / 2; i++) {
-        int hi = ck_hex_digit((unsigned char)s[2 * i]), lo = ck_hex_digit((unsigned char)s[2 * i + 1]);
+        int hi = ck_hex_digit((unsigned char)s[2 * i]),
+            lo = ck_hex_digit((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0) {
             ck_buf_free(&b);
             return ck_err_set(CK_EINVAL, "invalid hex: unexpected character");

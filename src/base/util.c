@@ -33,10 +33,9 @@ ck_err ck_uuid_v4(char out[37])
     CK_TRY(ck_os_random(b, sizeof b));
     b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
     b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-    snprintf(out, 37,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
     return CK_OK;
 }
 
@@ -114,8 +113,7 @@ ck_err ck_iso_duration_parse(const char *s, int64_t *seconds)
         errno = 0;
         long long v = strtoll(p, &end, 10);
         if (end == p || errno || v < 0 || v > 100000)
-            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)",
-                              s);
+            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)", s);
         int64_t unit;
         switch (*end) {
         case 'Y':
@@ -140,8 +138,7 @@ ck_err ck_iso_duration_parse(const char *s, int64_t *seconds)
             unit = -1;
         }
         if (unit < 0)
-            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)",
-                              s);
+            return ck_err_set(CK_EINVAL, "'%s' is not an ISO-8601 duration (e.g. P90D, PT12H)", s);
         total += v * unit;
         any = true;
         p = end + 1;

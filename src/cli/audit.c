@@ -30,9 +30,9 @@ static int list(struct cli *c, int argc, char **argv)
     free(path);
     if (rc != CK_OK)
         return cli_fail();
-    static const char *const cols[] = {"SEQ=seq",       "TIME=time",     "PRINCIPAL=principal",
-                                       "OPERATION=operation", "TARGET=target", "RESULT=result",
-                                       "REQUEST ID=requestId"};
+    static const char *const cols[] = {
+        "SEQ=seq",       "TIME=time",     "PRINCIPAL=principal", "OPERATION=operation",
+        "TARGET=target", "RESULT=result", "REQUEST ID=requestId"};
     cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
     json_decref(resp);
     return 0;
@@ -53,8 +53,7 @@ static int verify(struct cli *c, int argc, char **argv)
         printf("audit log intact: %lld records verified\n",
                (long long)json_integer_value(json_object_get(resp, "checked")));
     } else {
-        printf("audit log TAMPERED: %s\n",
-               json_string_value(json_object_get(resp, "problem")));
+        printf("audit log TAMPERED: %s\n", json_string_value(json_object_get(resp, "problem")));
     }
     json_decref(resp);
     return ok ? 0 : 1;

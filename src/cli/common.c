@@ -235,7 +235,8 @@ void cli_print_table(struct cli *c, json_t *rows, const char *const *columns, si
             char header[64];
             const char *path;
             split_column(columns[k], header, sizeof header, &path);
-            cells[r][k] = r == 0 ? ck_strdup(header) : cell(field(json_array_get(rows, r - 1), path));
+            cells[r][k] =
+                r == 0 ? ck_strdup(header) : cell(field(json_array_get(rows, r - 1), path));
             size_t w = strlen(cells[r][k]);
             if (w > width[k])
                 width[k] = w;

@@ -39,10 +39,10 @@ static int dispatch(struct cli *c, int argc, char **argv)
         const char *name;
         int (*fn)(struct cli *, int, char **);
     } nouns[] = {
-        {"server", cli_server}, {"principal", cli_principal}, {"token", cli_token},
-        {"whoami", cli_whoami}, {"audit", cli_audit},         {"subscription", cli_subscription},
-        {"vault", cli_vault},
-        {"key", cli_key},
+        {"server", cli_server}, {"principal", cli_principal},
+        {"token", cli_token},   {"whoami", cli_whoami},
+        {"audit", cli_audit},   {"subscription", cli_subscription},
+        {"vault", cli_vault},   {"key", cli_key},
     };
     for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
         if (strcmp(argv[0], nouns[i].name) == 0)

@@ -15,9 +15,14 @@ static const char help[] =
     "Principals are the users and applications that hold tokens. Operator only.\n";
 
 static const char *const principal_fields[] = {
-    "ObjectId=objectId",      "Type=type",          "UserPrincipalName=userPrincipalName",
-    "DisplayName=displayName", "ApplicationId=applicationId", "TenantId=tenantId",
-    "Roles=roles",            "Created=created",
+    "ObjectId=objectId",
+    "Type=type",
+    "UserPrincipalName=userPrincipalName",
+    "DisplayName=displayName",
+    "ApplicationId=applicationId",
+    "TenantId=tenantId",
+    "Roles=roles",
+    "Created=created",
 };
 
 static int add(struct cli *c, int argc, char **argv)
@@ -59,9 +64,12 @@ static int list(struct cli *c, int argc, char **argv)
     json_t *resp = NULL;
     if (cli_call(c, "GET", "/admin/principals", NULL, &resp) != CK_OK)
         return cli_fail();
-    static const char *const cols[] = {"TYPE=type", "NAME=userPrincipalName",
-                                       "DISPLAY NAME=displayName", "APPLICATION ID=applicationId",
-                                       "OBJECT ID=objectId", "ROLES=roles"};
+    static const char *const cols[] = {"TYPE=type",
+                                       "NAME=userPrincipalName",
+                                       "DISPLAY NAME=displayName",
+                                       "APPLICATION ID=applicationId",
+                                       "OBJECT ID=objectId",
+                                       "ROLES=roles"};
     cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
     json_decref(resp);
     return 0;

@@ -507,11 +507,8 @@ static int policy(struct cli *c, int argc, char **argv)
 int cli_vault(struct cli *c, int argc, char **argv)
 {
     static const struct cli_verb verbs[] = {
-        {"create", create},
-        {"show", show},
-        {"list", list},
-        {"delete", delete_vault},
-        {"policy", policy},
+        {"create", create},       {"show", show},     {"list", list},
+        {"delete", delete_vault}, {"policy", policy},
     };
     return cli_dispatch(c, argc, argv, "vault", help, verbs, sizeof verbs / sizeof *verbs);
 }

@@ -109,8 +109,8 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
                       long *status, json_t **resp)
 {
     CURL *h = c->curl;
-    char *url = strncmp(path, "https://", 8) == 0 ? ck_strdup(path)
-                                                  : ck_sprintf("%s%s", c->url, path);
+    char *url =
+        strncmp(path, "https://", 8) == 0 ? ck_strdup(path) : ck_sprintf("%s%s", c->url, path);
     char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
     struct ck_buf got = {0};
     struct curl_slist *hdr = NULL;
@@ -154,8 +154,7 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
         /* Name the origin actually asked, without path or query. */
         const char *slash = strchr(url + 8, '/');
         rc = ck_err_set(CK_EUNAVAIL, "cannot reach %.*s: %s",
-                        slash ? (int)(slash - url) : (int)strlen(url), url,
-                        curl_easy_strerror(cc));
+                        slash ? (int)(slash - url) : (int)strlen(url), url, curl_easy_strerror(cc));
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);

@@ -25,8 +25,7 @@
 
 ck_err ck_rand_bytes(void *p, size_t n);
 ck_err ck_sha256(const void *p, size_t n, uint8_t out[32]);
-ck_err ck_hmac_sha256(const uint8_t *key, size_t keylen, const void *p, size_t n,
-                      uint8_t out[32]);
+ck_err ck_hmac_sha256(const uint8_t *key, size_t keylen, const void *p, size_t n, uint8_t out[32]);
 ck_err ck_hkdf_sha256(const uint8_t *salt, size_t saltlen, const uint8_t *ikm, size_t ikmlen,
                       const uint8_t *info, size_t infolen, uint8_t *out, size_t outlen);
 
@@ -105,8 +104,8 @@ ck_err ck_aes_gcm_decrypt(const uint8_t *key, size_t keylen, const uint8_t *iv, 
  * AES-256-GCM with aad bound. Used for everything stored under a master key. */
 ck_err ck_seal(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in, size_t n,
                struct ck_buf *out);
-ck_err ck_unseal(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in,
-                 size_t n, struct ck_secret *out);
+ck_err ck_unseal(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in, size_t n,
+                 struct ck_secret *out);
 
 /* ---------- Ed25519 ---------- */
 

@@ -32,8 +32,8 @@
 
 struct ck_http_req {
     const char *method;
-    const char *path;  /* raw path, no query */
-    char **seg;        /* percent-decoded path segments after the first '/' */
+    const char *path; /* raw path, no query */
+    char **seg;       /* percent-decoded path segments after the first '/' */
     size_t nseg;
     const char *host;   /* Host header ("" when absent) */
     const char *origin; /* "https://" + Host: for kid, nextLink and other links */
@@ -50,11 +50,11 @@ struct ck_http_req {
 };
 
 struct ck_http_resp {
-    unsigned status;  /* 0 means 200 */
-    json_t *json;     /* body, owned (decref'd by the server); NULL for no body */
-    struct ck_buf raw; /* alternative raw body, owned */
+    unsigned status;          /* 0 means 200 */
+    json_t *json;             /* body, owned (decref'd by the server); NULL for no body */
+    struct ck_buf raw;        /* alternative raw body, owned */
     const char *content_type; /* default application/json; charset=utf-8 */
-    char *location;   /* optional Location header, owned */
+    char *location;           /* optional Location header, owned */
 };
 
 typedef ck_err (*ck_http_handler)(struct ck_http_req *req, struct ck_http_resp *resp);
@@ -69,8 +69,8 @@ struct ck_router *ck_router_new(void);
 void ck_router_free(struct ck_router *r);
 /* pattern: "/keys/{name}/{version}/wrapkey"; a final "{*rest}" captures the
  * remaining segments joined by '/'. max_body 0 means CK_HTTP_JSON_LIMIT. */
-void ck_router_add(struct ck_router *r, const char *method, const char *pattern,
-                   ck_http_handler h, void *ctx, unsigned flags, size_t max_body);
+void ck_router_add(struct ck_router *r, const char *method, const char *pattern, ck_http_handler h,
+                   void *ctx, unsigned flags, size_t max_body);
 
 /* A path parameter captured by the route ("" for an empty segment). */
 const char *ck_http_param(const struct ck_http_req *req, const char *name);

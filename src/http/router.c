@@ -74,8 +74,8 @@ char **ck_http_split_path(const char *path, size_t *n)
     return seg;
 }
 
-void ck_router_add(struct ck_router *r, const char *method, const char *pattern,
-                   ck_http_handler h, void *ctx, unsigned flags, size_t max_body)
+void ck_router_add(struct ck_router *r, const char *method, const char *pattern, ck_http_handler h,
+                   void *ctx, unsigned flags, size_t max_body)
 {
     r->routes = realloc(r->routes, (r->n + 1) * sizeof *r->routes);
     if (!r->routes)
@@ -125,8 +125,7 @@ static bool path_matches(const struct route *rt, char **seg, size_t nseg)
     return true;
 }
 
-ck_err ck_router_match(const struct ck_router *r, struct ck_http_req *req,
-                       struct ck_route_match *m)
+ck_err ck_router_match(const struct ck_router *r, struct ck_http_req *req, struct ck_route_match *m)
 {
     bool path_seen = false;
     for (size_t i = 0; i < r->n; i++) {

@@ -57,7 +57,8 @@ bool ck_http_pct_decode(char *s)
             *o++ = *p;
             continue;
         }
-        int hi = ck_hex_digit((unsigned char)p[1]), lo = hi < 0 ? -1 : ck_hex_digit((unsigned char)p[2]);
+        int hi = ck_hex_digit((unsigned char)p[1]),
+            lo = hi < 0 ? -1 : ck_hex_digit((unsigned char)p[2]);
         /* An encoded NUL would cut the string short: refuse it. */
         if (hi < 0 || lo < 0 || (hi | lo) == 0)
             return false;
@@ -105,7 +106,8 @@ static enum MHD_Result send_body(struct req_state *st, unsigned status, const ch
     char *copy = ck_xmalloc(n + 1);
     if (n)
         memcpy(copy, p, n);
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(n, copy, ck_free_wiped);
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer_with_free_callback(n, copy, ck_free_wiped);
     if (!r) {
         free(copy);
         return MHD_NO;
@@ -117,8 +119,7 @@ static enum MHD_Result send_body(struct req_state *st, unsigned status, const ch
     if (location)
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, location);
     if (status == 401 && st->srv->cfg.auth.challenge)
-        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                st->srv->cfg.auth.challenge);
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, st->srv->cfg.auth.challenge);
     st->status = status;
     enum MHD_Result ret = MHD_queue_response(st->req.conn_, status, r);
     MHD_destroy_response(r);
@@ -218,16 +219,15 @@ static enum MHD_Result dispatch(struct req_state *st)
                                          st->match.max_body));
     if (!(st->match.flags & CK_ROUTE_RAW) && req->body.n > 0) {
         json_error_t jerr;
-        req->json = json_loadb((const char *)req->body.p, req->body.n, JSON_REJECT_DUPLICATES,
-                               &jerr);
+        req->json =
+            json_loadb((const char *)req->body.p, req->body.n, JSON_REJECT_DUPLICATES, &jerr);
         if (!req->json)
             return send_error(st, ck_err_set(CK_EINVAL,
                                              "the request body is not valid JSON: %s (line %d, "
                                              "column %d)",
                                              jerr.text, jerr.line, jerr.column));
         if (!json_is_object(req->json))
-            return send_error(st,
-                              ck_err_set(CK_EINVAL, "the request body must be a JSON object"));
+            return send_error(st, ck_err_set(CK_EINVAL, "the request body must be a JSON object"));
     }
     struct ck_http_resp resp = {0};
     ck_err_clear();
@@ -252,8 +252,8 @@ static enum MHD_Result dispatch(struct req_state *st)
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size, void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     struct ck_http_server *srv = cls;
     struct req_state *st = *con_cls;
@@ -296,8 +296,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     snprintf(ms, sizeof ms, "%lld", (long long)(ck_now_ms() - st->start_ms));
     ck_log(CK_LOG_INFO, "request", "request_id", st->req.request_id, "method", st->req.method,
            "path", st->req.path, "status", status, "ms", ms, "principal",
-           st->principal_name ? st->principal_name : "-",
-           "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
+           st->principal_name ? st->principal_name : "-", "completed",
+           toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     struct ck_http_req *req = &st->req;
     if (req->principal && srv->cfg.auth.principal_free)
         srv->cfg.auth.principal_free(req->principal);
@@ -385,16 +385,17 @@ ck_err ck_http_start(const struct ck_http_config *cfg, struct ck_http_server **o
         flags, 0, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_HTTPS_MEM_CERT, s->cert, MHD_OPTION_HTTPS_MEM_KEY, s->key,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        s, MHD_OPTION_UNESCAPE_CALLBACK, keep_raw, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_UNESCAPE_CALLBACK, keep_raw, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_END);
     if (!s->d) {
         ck_wipe(s->key, strlen(s->key));
         free(s->key);
         free(s->cert);
         free(s);
-        return ck_err_set(CK_EIO, "cannot listen on %s (address in use, or a bad TLS "
-                                  "certificate/key)",
+        return ck_err_set(CK_EIO,
+                          "cannot listen on %s (address in use, or a bad TLS "
+                          "certificate/key)",
                           cfg->listen);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);

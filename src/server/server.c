@@ -216,8 +216,7 @@ static void *housekeeping(void *arg)
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += sv->hk_interval;
-        while (!sv->stopping &&
-               pthread_cond_timedwait(&sv->hk_wake, &sv->hk_lock, &until) == 0)
+        while (!sv->stopping && pthread_cond_timedwait(&sv->hk_wake, &sv->hk_lock, &until) == 0)
             ;
     }
     pthread_mutex_unlock(&sv->hk_lock);
@@ -254,8 +253,9 @@ static ck_err load_master(struct server *sv, const char *path)
 {
     struct stat sb;
     if (stat(path, &sb) == 0 && (sb.st_mode & 077))
-        return ck_err_set(CK_EINVAL, "the master key file %s must not be readable by group or "
-                                     "others (chmod 600)",
+        return ck_err_set(CK_EINVAL,
+                          "the master key file %s must not be readable by group or "
+                          "others (chmod 600)",
                           path);
     CK_TRY(read_file(path, 64, &sv->master));
     if (sv->master.n != 32)
@@ -357,8 +357,7 @@ int ck_server_main(const struct ck_server_options *o)
         pthread_mutex_init(&sv.hk_lock, NULL);
         pthread_cond_init(&sv.hk_wake, NULL);
         sv.hk_interval = o->housekeeping_interval ? o->housekeeping_interval : 60;
-        sv.housekeeper_running =
-            pthread_create(&sv.housekeeper, NULL, housekeeping, &sv) == 0;
+        sv.housekeeper_running = pthread_create(&sv.housekeeper, NULL, housekeeping, &sv) == 0;
     }
     ck_log(CK_LOG_INFO, "listening", "listen", o->listen ? o->listen : "127.0.0.1:8443", "port",
            port, "data_dir", o->data_dir ? o->data_dir : "-", NULL);

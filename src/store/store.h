@@ -57,8 +57,8 @@ ck_err ck_store_exec(struct ck_store *s, const char *sql);
  *   'i' int64_t   't' const char * (NULL binds NULL)   'b' const void *, size_t
  *   'n' nothing (binds NULL)
  * e.g. ck_stmt_prepare(s, &st, "SELECT x FROM t WHERE a=? AND b=?", "ti", name, (int64_t)5) */
-ck_err ck_stmt_prepare(struct ck_store *s, struct ck_stmt **out, const char *sql,
-                       const char *types, ...);
+ck_err ck_stmt_prepare(struct ck_store *s, struct ck_stmt **out, const char *sql, const char *types,
+                       ...);
 /* Advances: CK_OK with *row true for a row, false when done. Constraint
  * violations map to CK_ECONFLICT; busy past the timeout to CK_EUNAVAIL. */
 ck_err ck_stmt_step(struct ck_stmt *st, bool *row);
@@ -71,8 +71,7 @@ bool ck_stmt_isnull(struct ck_stmt *st, int col);
 void ck_stmt_finalize(struct ck_stmt *st); /* NULL-safe */
 
 /* prepare + step to completion; *changes (optional) gets affected rows. */
-ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types,
-                    ...);
+ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types, ...);
 
 /* Truncating WAL checkpoint: after deletions of secrets, makes sure no old
  * page copies remain in the WAL file. */

@@ -51,14 +51,13 @@ static ck_err add_versions(struct ck_vaults *v, const char *vault, const char *n
         ck_rsa_free(rsa);
         if (rc != CK_OK)
             break;
-        json_t *o = json_pack("{s:s,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:s?,s:s}", "version", version,
-                              "seq", (json_int_t)ck_stmt_int(st, 1), "kty", ck_stmt_text(st, 2),
-                              "ops", (json_int_t)ck_stmt_int(st, 3), "enabled",
-                              (int)ck_stmt_int(st, 4), "nbf", (json_int_t)ck_stmt_int(st, 5),
-                              "exp", (json_int_t)ck_stmt_int(st, 6), "created",
-                              (json_int_t)ck_stmt_int(st, 7), "updated",
-                              (json_int_t)ck_stmt_int(st, 8), "tags", ck_stmt_text(st, 9),
-                              "private", d);
+        json_t *o =
+            json_pack("{s:s,s:I,s:s,s:I,s:b,s:I,s:I,s:I,s:I,s:s?,s:s}", "version", version, "seq",
+                      (json_int_t)ck_stmt_int(st, 1), "kty", ck_stmt_text(st, 2), "ops",
+                      (json_int_t)ck_stmt_int(st, 3), "enabled", (int)ck_stmt_int(st, 4), "nbf",
+                      (json_int_t)ck_stmt_int(st, 5), "exp", (json_int_t)ck_stmt_int(st, 6),
+                      "created", (json_int_t)ck_stmt_int(st, 7), "updated",
+                      (json_int_t)ck_stmt_int(st, 8), "tags", ck_stmt_text(st, 9), "private", d);
         ck_wipe(d, strlen(d));
         free(d);
         json_array_append_new(arr, o);
@@ -67,8 +66,7 @@ static ck_err add_versions(struct ck_vaults *v, const char *vault, const char *n
     return rc;
 }
 
-static ck_err rotation_json(struct ck_vaults *v, const char *vault, const char *name,
-                            json_t **out)
+static ck_err rotation_json(struct ck_vaults *v, const char *vault, const char *name, json_t **out)
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(v->store, &st,
@@ -77,16 +75,15 @@ static ck_err rotation_json(struct ck_vaults *v, const char *vault, const char *
                            "tt", vault, name));
     bool row;
     ck_err rc = ck_stmt_step(st, &row);
-    *out = rc == CK_OK && row ? json_pack("{s:s,s:I,s:I}", "policy", ck_stmt_text(st, 0),
-                                          "created", (json_int_t)ck_stmt_int(st, 1), "updated",
+    *out = rc == CK_OK && row ? json_pack("{s:s,s:I,s:I}", "policy", ck_stmt_text(st, 0), "created",
+                                          (json_int_t)ck_stmt_int(st, 1), "updated",
                                           (json_int_t)ck_stmt_int(st, 2))
                               : json_null();
     ck_stmt_finalize(st);
     return rc;
 }
 
-ck_err ck_key_backup(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_buf *blob)
+ck_err ck_key_backup(struct ck_vaults *v, const char *vault, const char *name, struct ck_buf *blob)
 {
     struct ck_key *latest = NULL;
     CK_TRY(ck_key_get(v, vault, name, NULL, &latest));
@@ -127,8 +124,7 @@ out:
 }
 
 /* Re-seals one backed-up version for the target vault and inserts it. */
-static ck_err restore_version(struct ck_vaults *v, const char *vault, const char *name,
-                              json_t *jv)
+static ck_err restore_version(struct ck_vaults *v, const char *vault, const char *name, json_t *jv)
 {
     struct ck_key_row r = {0};
     const char *version = json_string_value(json_object_get(jv, "version"));
@@ -183,15 +179,15 @@ static ck_err open_backup(struct ck_vaults *v, const uint8_t *blob, size_t n, js
     if (n < 4 + 1 + 12 + 16 || memcmp(blob, BACKUP_MAGIC, 4) != 0)
         return bad_backup("it is not a ckey key backup (malformed or truncated)");
     struct ck_secret text = {0};
-    if (ck_unseal(v->backup_key.p, BACKUP_AAD, strlen(BACKUP_AAD), blob + 4, n - 4, &text) !=
-        CK_OK)
+    if (ck_unseal(v->backup_key.p, BACKUP_AAD, strlen(BACKUP_AAD), blob + 4, n - 4, &text) != CK_OK)
         return bad_backup("it is truncated, tampered with, or was made by another ckey "
                           "installation");
     *doc = json_loadb((const char *)text.p, text.n, 0, NULL);
     ck_secret_free(&text);
     const char *format = json_string_value(json_object_get(*doc, "format"));
     const char *inst = json_string_value(json_object_get(*doc, "installation"));
-    if (!format || strcmp(format, "ckey-key-backup") != 0 || !json_is_array(json_object_get(*doc, "versions")) ||
+    if (!format || strcmp(format, "ckey-key-backup") != 0 ||
+        !json_is_array(json_object_get(*doc, "versions")) ||
         json_array_size(json_object_get(*doc, "versions")) == 0) {
         json_decref(*doc);
         return bad_backup("its contents are malformed");

@@ -43,8 +43,9 @@ static bool is_encryption(enum ck_crypto_alg alg)
 
 static enum ck_rsa_enc enc_of(enum ck_crypto_alg alg)
 {
-    return alg == CK_ALG_RSA_OAEP ? CK_RSA_OAEP : alg == CK_ALG_RSA_OAEP_256 ? CK_RSA_OAEP_256
-                                                                            : CK_RSA1_5;
+    return alg == CK_ALG_RSA_OAEP       ? CK_RSA_OAEP
+           : alg == CK_ALG_RSA_OAEP_256 ? CK_RSA_OAEP_256
+                                        : CK_RSA1_5;
 }
 
 static enum ck_rsa_sig sig_of(enum ck_crypto_alg alg)
@@ -130,10 +131,9 @@ static size_t max_plaintext(enum ck_rsa_enc enc, size_t k)
     return k > overhead ? k - overhead : 0;
 }
 
-ck_err ck_key_crypto(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, enum ck_key_crypto_op op, enum ck_crypto_alg alg,
-                     const uint8_t *in, size_t n, struct ck_buf *out, struct ck_secret *out_secret,
-                     char kid_version[33])
+ck_err ck_key_crypto(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     enum ck_key_crypto_op op, enum ck_crypto_alg alg, const uint8_t *in, size_t n,
+                     struct ck_buf *out, struct ck_secret *out_secret, char kid_version[33])
 {
     static const unsigned key_op[] = {
         [CK_KEY_ENCRYPT] = CK_OP_ENCRYPT, [CK_KEY_DECRYPT] = CK_OP_DECRYPT,
@@ -176,9 +176,9 @@ ck_err ck_key_crypto(struct ck_vaults *v, const char *vault, const char *name,
     return rc;
 }
 
-ck_err ck_key_verify(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, enum ck_crypto_alg alg, const uint8_t *digest,
-                     size_t dn, const uint8_t *sig, size_t sn, bool *valid, char kid_version[33])
+ck_err ck_key_verify(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     enum ck_crypto_alg alg, const uint8_t *digest, size_t dn, const uint8_t *sig,
+                     size_t sn, bool *valid, char kid_version[33])
 {
     if (is_encryption(alg))
         return ck_err_set(CK_EINVAL, "the algorithm does not fit the operation verify");

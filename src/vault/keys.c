@@ -64,8 +64,8 @@ ck_err ck_vault_keys_migrate(struct ck_store *s)
 ck_err ck_vault_has_keys(struct ck_vaults *v, const char *vault, bool *any)
 {
     struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(v->store, &st, "SELECT 1 FROM ck_key WHERE vault = ? LIMIT 1", "t",
-                           vault));
+    CK_TRY(
+        ck_stmt_prepare(v->store, &st, "SELECT 1 FROM ck_key WHERE vault = ? LIMIT 1", "t", vault));
     ck_err rc = ck_stmt_step(st, any);
     ck_stmt_finalize(st);
     return rc;
@@ -73,8 +73,8 @@ ck_err ck_vault_has_keys(struct ck_vaults *v, const char *vault, bool *any)
 
 /* ---------- names, operations, errors ---------- */
 
-static const char *const op_names[] = {"encrypt",   "decrypt", "sign",   "verify",
-                                       "wrapKey",   "unwrapKey", "import", "export"};
+static const char *const op_names[] = {"encrypt", "decrypt",   "sign",   "verify",
+                                       "wrapKey", "unwrapKey", "import", "export"};
 
 const char *ck_key_op_name(enum ck_key_op op)
 {
@@ -153,7 +153,7 @@ static const char *recovery_level(const struct ck_vault *vault)
 /* ---------- rows ---------- */
 
 #define VERSION_COLUMNS                                                                            \
-    "v.vault, v.name, v.version, v.kty, v.ops, v.enabled, v.nbf, v.exp, v.created, v.updated, "   \
+    "v.vault, v.name, v.version, v.kty, v.ops, v.enabled, v.nbf, v.exp, v.created, v.updated, "    \
     "v.tags, v.n, v.e, k.deleted, k.scheduled_purge"
 
 static struct ck_key *key_from_row(struct ck_stmt *st, const struct ck_vault *vault)
@@ -262,16 +262,16 @@ ck_err ck_key_seal_private(struct ck_vaults *v, const char *vault, const char *n
 }
 
 ck_err ck_key_open_private(struct ck_vaults *v, const char *vault, const char *name,
-                           const char *version, const void *sealed, size_t n,
-                           struct ck_rsa **out)
+                           const char *version, const void *sealed, size_t n, struct ck_rsa **out)
 {
     char *aad = ck_sprintf("ckey-key/%s/%s/%s", vault, name, version);
     struct ck_secret der = {0};
     ck_err rc = ck_unseal(v->seal_key.p, aad, strlen(aad), sealed, n, &der);
     free(aad);
     if (rc != CK_OK)
-        return ck_err_set(CK_EINTERNAL, "the stored key %s/%s cannot be opened with this "
-                                        "installation's master key",
+        return ck_err_set(CK_EINTERNAL,
+                          "the stored key %s/%s cannot be opened with this "
+                          "installation's master key",
                           name, version);
     rc = ck_rsa_from_der(der.p, der.n, out);
     ck_secret_free(&der);
@@ -294,8 +294,8 @@ ck_err ck_key_insert_version(struct ck_vaults *v, const struct ck_key_row *r)
 
 /* Stores a new version of key `name` holding `rsa`: creates the key row
  * when the name is new, refuses a soft-deleted name. One transaction. */
-static ck_err store_new_version(struct ck_vaults *v, const struct ck_vault *vault,
-                                const char *name, const char *kty, const struct ck_rsa *rsa,
+static ck_err store_new_version(struct ck_vaults *v, const struct ck_vault *vault, const char *name,
+                                const char *kty, const struct ck_rsa *rsa,
                                 const struct ck_key_props *props, unsigned default_ops,
                                 struct ck_key **out)
 {
@@ -379,8 +379,8 @@ ck_err ck_key_create(struct ck_vaults *v, const char *vault, const char *name, c
     if (rc == CK_OK)
         rc = ck_rsa_generate(size, &rsa);
     if (rc == CK_OK)
-        rc = store_new_version(v, vlt, name, hsm ? "RSA-HSM" : "RSA", rsa, props,
-                               CK_OP_DEFAULT_RSA, out);
+        rc = store_new_version(v, vlt, name, hsm ? "RSA-HSM" : "RSA", rsa, props, CK_OP_DEFAULT_RSA,
+                               out);
     ck_rsa_free(rsa);
     ck_vault_free(vlt);
     return rc;
@@ -403,8 +403,8 @@ ck_err ck_key_import(struct ck_vaults *v, const char *vault, const char *name,
     if (rc == CK_OK)
         rc = ck_key_vault(v, vault, &vlt);
     if (rc == CK_OK)
-        rc = store_new_version(v, vlt, name, hsm ? "RSA-HSM" : "RSA", rsa, props,
-                               CK_OP_DEFAULT_RSA, out);
+        rc = store_new_version(v, vlt, name, hsm ? "RSA-HSM" : "RSA", rsa, props, CK_OP_DEFAULT_RSA,
+                               out);
     ck_rsa_free(rsa);
     ck_vault_free(vlt);
     return rc;
@@ -420,8 +420,8 @@ ck_err ck_key_get(struct ck_vaults *v, const char *vault, const char *name, cons
     return rc;
 }
 
-ck_err ck_key_update(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, const struct ck_key_props *p, struct ck_key **out)
+ck_err ck_key_update(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     const struct ck_key_props *p, struct ck_key **out)
 {
     struct ck_vault *vlt;
     CK_TRY(ck_key_vault(v, vault, &vlt));
@@ -530,8 +530,7 @@ ck_err ck_key_list_versions(struct ck_vaults *v, const char *vault, const char *
     return rc;
 }
 
-ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_key **out)
+ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name, struct ck_key **out)
 {
     struct ck_vault *vlt;
     CK_TRY(ck_key_vault(v, vault, &vlt));
@@ -545,8 +544,11 @@ ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name,
         rc = ck_rsa_generate((unsigned)cur->n.n * 8, &rsa);
     if (rc == CK_OK) {
         /* The new version keeps the key's type, operations and tags. */
-        struct ck_key_props p = {.has_ops = true, .ops = cur->ops, .has_tags = cur->tags_json != NULL,
-                                 .tags_json = cur->tags_json, .has_exp = expiry > 0,
+        struct ck_key_props p = {.has_ops = true,
+                                 .ops = cur->ops,
+                                 .has_tags = cur->tags_json != NULL,
+                                 .tags_json = cur->tags_json,
+                                 .has_exp = expiry > 0,
                                  .exp = expiry > 0 ? ck_now() + expiry : 0};
         rc = store_new_version(v, vlt, name, cur->kty, rsa, &p, cur->ops, out);
     }
@@ -558,17 +560,16 @@ ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name,
 
 /* ---------- soft delete ---------- */
 
-ck_err ck_key_delete(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_key **out)
+ck_err ck_key_delete(struct ck_vaults *v, const char *vault, const char *name, struct ck_key **out)
 {
     struct ck_vault *vlt;
     CK_TRY(ck_key_vault(v, vault, &vlt));
     int64_t now = ck_now(), changes = 0;
-    ck_err rc = ck_store_run(v->store, &changes,
-                             "UPDATE ck_key SET deleted = ?, scheduled_purge = ? "
-                             "WHERE vault = ? AND name = ? AND deleted = 0",
-                             "iitt", now, now + (int64_t)vlt->retention_days * 86400, vlt->name,
-                             name);
+    ck_err rc =
+        ck_store_run(v->store, &changes,
+                     "UPDATE ck_key SET deleted = ?, scheduled_purge = ? "
+                     "WHERE vault = ? AND name = ? AND deleted = 0",
+                     "iitt", now, now + (int64_t)vlt->retention_days * 86400, vlt->name, name);
     if (rc == CK_OK && changes == 0)
         rc = ck_key_not_found(name);
     if (rc == CK_OK)
@@ -587,8 +588,7 @@ ck_err ck_key_get_deleted(struct ck_vaults *v, const char *vault, const char *na
     return rc;
 }
 
-ck_err ck_key_recover(struct ck_vaults *v, const char *vault, const char *name,
-                      struct ck_key **out)
+ck_err ck_key_recover(struct ck_vaults *v, const char *vault, const char *name, struct ck_key **out)
 {
     struct ck_vault *vlt;
     CK_TRY(ck_key_vault(v, vault, &vlt));

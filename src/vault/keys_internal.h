@@ -28,8 +28,7 @@ ck_err ck_key_new_version_id(char out[33]);
 ck_err ck_key_seal_private(struct ck_vaults *v, const char *vault, const char *name,
                            const char *version, const struct ck_secret *der, struct ck_buf *out);
 ck_err ck_key_open_private(struct ck_vaults *v, const char *vault, const char *name,
-                           const char *version, const void *sealed, size_t n,
-                           struct ck_rsa **out);
+                           const char *version, const void *sealed, size_t n, struct ck_rsa **out);
 ck_err ck_key_insert_version(struct ck_vaults *v, const struct ck_key_row *r);
 /* Deletes every row of a key and checkpoints the store. */
 ck_err ck_key_destroy(struct ck_vaults *v, const char *vault, const char *name);

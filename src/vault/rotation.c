@@ -54,16 +54,16 @@ static ck_err normalise(const char *text, char **out)
         else if (ck_iso_duration_parse(after ? after : before, &secs) != CK_OK)
             rc = ck_err_set(CK_EINVAL, "lifetimeActions[%zu].trigger: %s", i, ck_err_msg());
         else if (after && secs < 60)
-            rc = ck_err_set(CK_EINVAL, "lifetimeActions[%zu].trigger.timeAfterCreate must be at "
-                                       "least one minute",
+            rc = ck_err_set(CK_EINVAL,
+                            "lifetimeActions[%zu].trigger.timeAfterCreate must be at "
+                            "least one minute",
                             i);
         if (rc == CK_OK)
-            json_array_append_new(
-                norm_actions,
-                json_pack("{s:{s:s},s:{s:s}}", "trigger",
-                          after ? "timeAfterCreate" : "timeBeforeExpiry", after ? after : before,
-                          "action", "type",
-                          strcasecmp(type, "rotate") == 0 ? "Rotate" : "Notify"));
+            json_array_append_new(norm_actions,
+                                  json_pack("{s:{s:s},s:{s:s}}", "trigger",
+                                            after ? "timeAfterCreate" : "timeBeforeExpiry",
+                                            after ? after : before, "action", "type",
+                                            strcasecmp(type, "rotate") == 0 ? "Rotate" : "Notify"));
     }
     const char *expiry = json_string_value(json_object_get(attrs, "expiryTime"));
     int64_t secs;
@@ -74,8 +74,8 @@ static ck_err normalise(const char *text, char **out)
             json_object_set_new(norm_attrs, "expiryTime", json_string(expiry));
     }
     if (rc == CK_OK) {
-        json_t *norm = json_pack("{s:o,s:o}", "lifetimeActions", norm_actions, "attributes",
-                                 norm_attrs);
+        json_t *norm =
+            json_pack("{s:o,s:o}", "lifetimeActions", norm_actions, "attributes", norm_attrs);
         *out = json_dumps(norm, JSON_COMPACT | JSON_PRESERVE_ORDER);
         json_decref(norm);
     } else {
@@ -158,8 +158,8 @@ ck_err ck_key_policy_expiry(struct ck_vaults *v, const char *vault, const char *
     CK_TRY(read_policy(v, vault, name, &text, NULL, NULL));
     json_t *p = json_loads(text, 0, NULL);
     free(text);
-    const char *e = json_string_value(json_object_get(json_object_get(p, "attributes"),
-                                                      "expiryTime"));
+    const char *e =
+        json_string_value(json_object_get(json_object_get(p, "attributes"), "expiryTime"));
     *seconds = 0;
     ck_err rc = e ? ck_iso_duration_parse(e, seconds) : CK_OK;
     json_decref(p);

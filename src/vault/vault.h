@@ -109,7 +109,7 @@ struct ck_vault {
     char resource_group[91];
     char location[64];
     char tenant_id[37];
-    char sku[16];      /* "standard" | "premium" */
+    char sku[16];       /* "standard" | "premium" */
     int retention_days; /* 7–90 */
     bool purge_protection;
     char *tags_json; /* JSON object text, never NULL ("{}") */
@@ -201,21 +201,19 @@ ck_err ck_key_import(struct ck_vaults *v, const char *vault, const char *name,
 /* version "" or NULL = latest. */
 ck_err ck_key_get(struct ck_vaults *v, const char *vault, const char *name, const char *version,
                   struct ck_key **out);
-ck_err ck_key_update(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, const struct ck_key_props *props, struct ck_key **out);
+ck_err ck_key_update(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     const struct ck_key_props *props, struct ck_key **out);
 /* Paging: skip items, at most max (1–25); *more when items remain. The
  * list of keys shows each key's latest version. */
 ck_err ck_key_list(struct ck_vaults *v, const char *vault, size_t skip, size_t max,
                    struct ck_key ***out, size_t *n, bool *more);
 ck_err ck_key_list_versions(struct ck_vaults *v, const char *vault, const char *name, size_t skip,
                             size_t max, struct ck_key ***out, size_t *n, bool *more);
-ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_key **out);
+ck_err ck_key_rotate(struct ck_vaults *v, const char *vault, const char *name, struct ck_key **out);
 
 /* Soft delete and what follows it. *out is the deleted key's latest version
  * with deleted/scheduled_purge set. */
-ck_err ck_key_delete(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_key **out);
+ck_err ck_key_delete(struct ck_vaults *v, const char *vault, const char *name, struct ck_key **out);
 ck_err ck_key_get_deleted(struct ck_vaults *v, const char *vault, const char *name,
                           struct ck_key **out);
 ck_err ck_key_list_deleted(struct ck_vaults *v, const char *vault, size_t skip, size_t max,
@@ -226,8 +224,7 @@ ck_err ck_key_recover(struct ck_vaults *v, const char *vault, const char *name,
 ck_err ck_key_purge(struct ck_vaults *v, const char *vault, const char *name);
 
 /* An opaque blob: every version and all metadata, sealed. */
-ck_err ck_key_backup(struct ck_vaults *v, const char *vault, const char *name,
-                     struct ck_buf *blob);
+ck_err ck_key_backup(struct ck_vaults *v, const char *vault, const char *name, struct ck_buf *blob);
 /* CK_ECONFLICT when the name exists or is soft-deleted; CK_EINVAL for a
  * malformed, truncated, tampered or foreign blob, or another geography. */
 ck_err ck_key_restore(struct ck_vaults *v, const char *vault, const uint8_t *blob, size_t n,
@@ -259,13 +256,12 @@ ck_err ck_crypto_alg_parse(const char *name, enum ck_crypto_alg *alg);
 enum ck_key_crypto_op { CK_KEY_ENCRYPT, CK_KEY_DECRYPT, CK_KEY_WRAP, CK_KEY_UNWRAP, CK_KEY_SIGN };
 /* Encrypt/wrap output and signatures are ck_buf; decrypt/unwrap output is
  * key material and goes in out_secret. */
-ck_err ck_key_crypto(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, enum ck_key_crypto_op op, enum ck_crypto_alg alg,
-                     const uint8_t *in, size_t n, struct ck_buf *out, struct ck_secret *out_secret,
-                     char kid_version[33]);
-ck_err ck_key_verify(struct ck_vaults *v, const char *vault, const char *name,
-                     const char *version, enum ck_crypto_alg alg, const uint8_t *digest,
-                     size_t dn, const uint8_t *sig, size_t sn, bool *valid, char kid_version[33]);
+ck_err ck_key_crypto(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     enum ck_key_crypto_op op, enum ck_crypto_alg alg, const uint8_t *in, size_t n,
+                     struct ck_buf *out, struct ck_secret *out_secret, char kid_version[33]);
+ck_err ck_key_verify(struct ck_vaults *v, const char *vault, const char *name, const char *version,
+                     enum ck_crypto_alg alg, const uint8_t *digest, size_t dn, const uint8_t *sig,
+                     size_t sn, bool *valid, char kid_version[33]);
 
 /* Housekeeping, run periodically by the server: purges soft-deleted keys
  * past their scheduled purge date, and rotates keys whose rotation policy

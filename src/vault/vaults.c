@@ -26,8 +26,8 @@ static ck_err install_id(struct ck_store *s, char out[37])
                         "ON CONFLICT (name) DO NOTHING",
                         "t", id));
     struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(s, &st, "SELECT value FROM ck_vault_meta WHERE name = 'install_id'",
-                           ""));
+    CK_TRY(
+        ck_stmt_prepare(s, &st, "SELECT value FROM ck_vault_meta WHERE name = 'install_id'", ""));
     bool row = false;
     ck_err rc = ck_stmt_step(st, &row);
     if (rc == CK_OK && row)

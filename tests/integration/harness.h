@@ -13,20 +13,20 @@
 #include <sys/types.h>
 
 struct srv {
-    char dir[256];     /* data dir */
-    char url[64];      /* https://127.0.0.1:PORT */
+    char dir[256]; /* data dir */
+    char url[64];  /* https://127.0.0.1:PORT */
     unsigned port;
     pid_t pid;
-    char token[256];   /* operator token */
+    char token[256]; /* operator token */
     char cacert[300];
 };
 
 struct http_result {
     long status;
-    char *body;        /* NUL-terminated */
+    char *body; /* NUL-terminated */
     size_t body_len;
-    json_t *json;      /* parsed body or NULL */
-    char *headers;     /* raw response headers */
+    json_t *json;  /* parsed body or NULL */
+    char *headers; /* raw response headers */
 };
 
 /* Starts a server with a fresh data dir (or reuses s->dir when reuse). */

@@ -125,9 +125,9 @@ static void test_wrong_expired_revoked_tokens(void **state)
     sleep(2);
     http(&S, "GET", "/whoami", expiring, NULL, 0, NULL, &r);
     assert_int_equal(r.status, 401);
-    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r.json, "error"),
-                                                              "message")),
-                           "expired"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(r.json, "error"), "message")),
+               "expired"));
     http_free(&r);
 
     /* Revoke the valid one by its id. */
@@ -142,9 +142,9 @@ static void test_wrong_expired_revoked_tokens(void **state)
     json_decref(list);
     http(&S, "GET", "/whoami", valid, NULL, 0, NULL, &r);
     assert_int_equal(r.status, 401);
-    assert_non_null(strstr(json_string_value(json_object_get(json_object_get(r.json, "error"),
-                                                              "message")),
-                           "revoked"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(json_object_get(r.json, "error"), "message")),
+               "revoked"));
     http_free(&r);
     free(valid);
     free(expiring);
@@ -155,8 +155,9 @@ static void test_tokens_are_stored_only_hashed(void **state)
     char *tok = issue_token("operator", "1h");
     char *out = NULL;
     /* Checkpoint so the WAL is folded in, then search every database file. */
-    int st = sh(&out, "sqlite3 %s/ckey.db 'PRAGMA wal_checkpoint;' >/dev/null; cat %s/ckey.db* | "
-                      "grep -c -a -F '%s'",
+    int st = sh(&out,
+                "sqlite3 %s/ckey.db 'PRAGMA wal_checkpoint;' >/dev/null; cat %s/ckey.db* | "
+                "grep -c -a -F '%s'",
                 S.dir, S.dir, tok + 3);
     free(out);
     assert_int_equal(st, 1); /* grep: no match */
@@ -256,8 +257,9 @@ static void test_audit_verify_detects_tampering(void **state)
     free(out);
 
     /* Edit one record in place. */
-    assert_int_equal(sh(&out, "sqlite3 %s/ckey.db \"UPDATE ck_audit SET result='success' "
-                              "WHERE result='denied'\"",
+    assert_int_equal(sh(&out,
+                        "sqlite3 %s/ckey.db \"UPDATE ck_audit SET result='success' "
+                        "WHERE result='denied'\"",
                         S.dir),
                      0);
     free(out);
@@ -288,8 +290,9 @@ static void test_audit_verify_detects_deletion_and_insertion(void **state)
     assert_non_null(strstr(out, "record 2 is missing"));
     free(out);
     /* Put a forged record in its place. */
-    sh(&out, "sqlite3 %s/ckey.db \"INSERT INTO ck_audit SELECT 2, ts, principal, operation, "
-             "'forged', result, request_id, detail, mac FROM ck_audit WHERE seq = 1\"",
+    sh(&out,
+       "sqlite3 %s/ckey.db \"INSERT INTO ck_audit SELECT 2, ts, principal, operation, "
+       "'forged', result, request_id, detail, mac FROM ck_audit WHERE seq = 1\"",
        t.dir);
     free(out);
     assert_int_equal(cli(&t, NULL, &out, "audit verify"), 1);

@@ -238,10 +238,10 @@ static void test_disabled_expired_and_key_ops_refused(void **state)
         http_free(&r);
         call("api-a", "POST", "/keys/rules//wrapkey", ALICE, wrap, &r);
         expect_error(&r, 403, "Forbidden", NULL);
-        assert_string_equal(json_string_value(json_object_get(
-                                json_object_get(json_object_get(r.json, "error"), "innererror"),
-                                "code")),
-                            cases[i].inner);
+        assert_string_equal(
+            json_string_value(json_object_get(
+                json_object_get(json_object_get(r.json, "error"), "innererror"), "code")),
+            cases[i].inner);
         http_free(&r);
     }
 }
@@ -320,9 +320,9 @@ static void test_purge_protection_403(void **state)
     struct http_result r;
     call("api-pp", "POST", "/keys/kept/create", ALICE, "{\"kty\":\"RSA\"}", &r);
     assert_int_equal(r.status, 200);
-    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "attributes"),
-                                                          "recoveryLevel")),
-                        "Recoverable");
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(r.json, "attributes"), "recoveryLevel")),
+        "Recoverable");
     http_free(&r);
     call("api-pp", "DELETE", "/keys/kept", ALICE, NULL, &r);
     assert_int_equal(r.status, 200);

@@ -36,8 +36,12 @@ static int setup(void **state)
     for (int i = 0; i < 5; i++) {
         char target[32];
         snprintf(target, sizeof target, "key-%d", i);
-        struct ck_audit_event ev = {"alice@contoso.com", "key.create", target, "success",
-                                    "00000000-0000-4000-8000-000000000000", NULL};
+        struct ck_audit_event ev = {"alice@contoso.com",
+                                    "key.create",
+                                    target,
+                                    "success",
+                                    "00000000-0000-4000-8000-000000000000",
+                                    NULL};
         if (ck_audit_append(f->a, &ev) != CK_OK)
             return -1;
     }

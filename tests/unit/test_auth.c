@@ -63,11 +63,10 @@ static void test_users_and_apps(void **state)
     assert_int_equal(ck_principal_add_app(f->s, "ckey Mail Service",
                                           "00000002-0000-0ff1-ce00-000000000000", NULL, 0, &a),
                      CK_OK);
-    assert_int_equal(ck_principal_add_app(f->s, "other", "not-a-guid", NULL, 0, &found),
-                     CK_EINVAL);
-    assert_int_equal(ck_principal_add_app(f->s, "dup", "00000002-0000-0ff1-ce00-000000000000",
-                                          NULL, 0, &found),
-                     CK_ECONFLICT);
+    assert_int_equal(ck_principal_add_app(f->s, "other", "not-a-guid", NULL, 0, &found), CK_EINVAL);
+    assert_int_equal(
+        ck_principal_add_app(f->s, "dup", "00000002-0000-0ff1-ce00-000000000000", NULL, 0, &found),
+        CK_ECONFLICT);
 
     const char *refs[] = {"alice@contoso.com", "ALICE@contoso.com", u->object_id};
     for (size_t i = 0; i < 3; i++) {
@@ -145,9 +144,9 @@ static void test_tokens(void **state)
     assert_int_equal(ck_token_issue(f->s, u->object_id, 0, &shortlived, NULL), CK_EINVAL);
     assert_int_equal(ck_token_issue(f->s, u->object_id, CK_TOKEN_MAX_TTL + 1, &shortlived, NULL),
                      CK_EINVAL);
-    assert_int_equal(ck_token_issue(f->s, "00000000-0000-4000-8000-000000000000", 60,
-                                    &shortlived, NULL),
-                     CK_ENOTFOUND);
+    assert_int_equal(
+        ck_token_issue(f->s, "00000000-0000-4000-8000-000000000000", 60, &shortlived, NULL),
+        CK_ENOTFOUND);
 
     struct ck_token_info *list;
     size_t n;
@@ -159,7 +158,10 @@ static void test_tokens(void **state)
 
     /* The token itself is nowhere in the database, only its hash. */
     char cmd[512];
-    snprintf(cmd, sizeof cmd, "sqlite3 %s/t.db 'PRAGMA wal_checkpoint' >/dev/null; grep -c -a -F '%s' %s/t.db* >/dev/null", f->dir, tok + 3, f->dir);
+    snprintf(cmd, sizeof cmd,
+             "sqlite3 %s/t.db 'PRAGMA wal_checkpoint' >/dev/null; grep -c -a -F '%s' %s/t.db* "
+             ">/dev/null",
+             f->dir, tok + 3, f->dir);
     assert_int_not_equal(system(cmd), 0);
     free(tok);
     ck_principal_free(u);

@@ -220,13 +220,13 @@ static void test_crypto_rules(void **state)
     for (size_t i = 0; i < 3; i++) {
         struct ck_buf w = {0};
         struct ck_secret plain = {0};
-        assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_WRAP, algs[i], dek, 32, &w,
-                                       NULL, ver),
-                         CK_OK);
+        assert_int_equal(
+            ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_WRAP, algs[i], dek, 32, &w, NULL, ver),
+            CK_OK);
         assert_string_equal(ver, k->version);
         assert_int_equal(w.n, 256);
-        assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", k->version, CK_KEY_UNWRAP, algs[i], w.p,
-                                       w.n, NULL, &plain, ver),
+        assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", k->version, CK_KEY_UNWRAP, algs[i],
+                                       w.p, w.n, NULL, &plain, ver),
                          CK_OK);
         assert_int_equal(plain.n, 32);
         assert_memory_equal(plain.p, dek, 32);
@@ -245,23 +245,23 @@ static void test_crypto_rules(void **state)
     assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_SIGN, CK_ALG_PS256, digest, 32,
                                    &sig, NULL, ver),
                      CK_OK);
-    assert_int_equal(
-        ck_key_verify(f->v, "vault-a", "c1", "", CK_ALG_PS256, digest, 32, sig.p, sig.n, &valid, ver),
-        CK_OK);
+    assert_int_equal(ck_key_verify(f->v, "vault-a", "c1", "", CK_ALG_PS256, digest, 32, sig.p,
+                                   sig.n, &valid, ver),
+                     CK_OK);
     assert_true(valid);
     digest[0] ^= 1;
-    assert_int_equal(
-        ck_key_verify(f->v, "vault-a", "c1", "", CK_ALG_PS256, digest, 32, sig.p, sig.n, &valid, ver),
-        CK_OK);
+    assert_int_equal(ck_key_verify(f->v, "vault-a", "c1", "", CK_ALG_PS256, digest, 32, sig.p,
+                                   sig.n, &valid, ver),
+                     CK_OK);
     assert_false(valid);
     assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_SIGN, CK_ALG_RS512, digest, 32,
                                    &sig, NULL, ver),
                      CK_EINVAL);
     ck_buf_free(&sig);
     struct ck_buf w = {0};
-    assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_WRAP, CK_ALG_RS256, dek, 32, &w,
-                                   NULL, ver),
-                     CK_EINVAL);
+    assert_int_equal(
+        ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_WRAP, CK_ALG_RS256, dek, 32, &w, NULL, ver),
+        CK_EINVAL);
     /* Too long for OAEP-256 with a 2048-bit key (256 - 66 = 190). */
     uint8_t big[191] = {0};
     assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_WRAP, CK_ALG_RSA_OAEP_256, big,
@@ -283,8 +283,8 @@ static void test_crypto_rules(void **state)
         assert_int_equal(ck_key_update(f->v, "vault-a", "c1", "", &cases[i].p, &u), CK_OK);
         ck_key_free(u);
         struct ck_secret plain = {0};
-        assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_UNWRAP, CK_ALG_RSA_OAEP, dek,
-                                       32, NULL, &plain, ver),
+        assert_int_equal(ck_key_crypto(f->v, "vault-a", "c1", "", CK_KEY_UNWRAP, CK_ALG_RSA_OAEP,
+                                       dek, 32, NULL, &plain, ver),
                          CK_EFORBIDDEN);
         assert_string_equal(ck_err_inner_get(), cases[i].inner);
     }
@@ -326,9 +326,9 @@ static void test_backup_restore(void **state)
     assert_int_equal(ck_key_restore(f->v, "vault-a", blob.p, blob.n, &x), CK_EINVAL);
     blob.p[blob.n / 2] ^= 0x80;
     assert_int_equal(ck_key_restore(f->v, "vault-a", (const uint8_t *)"CKB1", 4, &x), CK_EINVAL);
-    assert_int_equal(ck_key_restore(f->v, "vault-a", (const uint8_t *)"hello world, not a backup", 25,
-                                    &x),
-                     CK_EINVAL);
+    assert_int_equal(
+        ck_key_restore(f->v, "vault-a", (const uint8_t *)"hello world, not a backup", 25, &x),
+        CK_EINVAL);
     /* Another geography. */
     assert_int_equal(ck_key_restore(f->v, "vault-eu", blob.p, blob.n, &x), CK_EINVAL);
     assert_non_null(strstr(ck_err_msg(), "geography"));
@@ -389,7 +389,8 @@ static void test_rotation_policy_and_housekeeping(void **state)
     struct fx *f = *state;
     struct ck_key *k = create(f, "vault-a", "rot"), *d;
     char *policy = NULL;
-    assert_int_equal(ck_key_rotation_policy_get(f->v, "vault-a", "rot", &policy, NULL, NULL), CK_OK);
+    assert_int_equal(ck_key_rotation_policy_get(f->v, "vault-a", "rot", &policy, NULL, NULL),
+                     CK_OK);
     assert_non_null(strstr(policy, "Notify"));
     free(policy);
     const char *bad[] = {
@@ -427,11 +428,9 @@ static void test_rotation_policy_and_housekeeping(void **state)
     ck_key_free(create(f, "vault-pp", "old"));
     assert_int_equal(ck_key_delete(f->v, "vault-pp", "old", &d), CK_OK);
     ck_key_free(d);
-    assert_int_equal(ck_vault_housekeeping(f->v, ck_now() + 89 * 86400, &purged, &rotated),
-                     CK_OK);
+    assert_int_equal(ck_vault_housekeeping(f->v, ck_now() + 89 * 86400, &purged, &rotated), CK_OK);
     assert_int_equal(purged, 0);
-    assert_int_equal(ck_vault_housekeeping(f->v, ck_now() + 91 * 86400, &purged, &rotated),
-                     CK_OK);
+    assert_int_equal(ck_vault_housekeeping(f->v, ck_now() + 91 * 86400, &purged, &rotated), CK_OK);
     assert_int_equal(purged, 1);
     assert_int_equal(ck_key_get_deleted(f->v, "vault-pp", "old", &d), CK_ENOTFOUND);
     ck_key_free(k);
@@ -450,9 +449,9 @@ static void test_sealed_key_bound_to_its_row(void **state)
     uint8_t dek[32] = {0};
     struct ck_buf w = {0};
     char ver[33];
-    assert_int_equal(ck_key_crypto(f->v, "vault-a", "b1", "", CK_KEY_SIGN, CK_ALG_RS256, dek, 32, &w,
-                                   NULL, ver),
-                     CK_EINTERNAL);
+    assert_int_equal(
+        ck_key_crypto(f->v, "vault-a", "b1", "", CK_KEY_SIGN, CK_ALG_RS256, dek, 32, &w, NULL, ver),
+        CK_EINTERNAL);
     ck_key_free(a);
     ck_key_free(b);
 }
