@@ -120,7 +120,7 @@ field() {
 ALICE=$(api POST /admin/principals "$OPERATOR_TOKEN" '{"userPrincipalName":"alice@contoso.com"}')
 BOB=$(api POST /admin/principals "$OPERATOR_TOKEN" '{"userPrincipalName":"bob@contoso.com"}')
 CAROL=$(api POST /admin/principals "$OPERATOR_TOKEN" '{"userPrincipalName":"carol@contoso.com"}')
-APP=$(api POST /admin/principals "$OPERATOR_TOKEN" '{"displayName":"ckey Mail Service"}')
+APP=$(api POST /admin/principals "$OPERATOR_TOKEN" '{"displayName":"Contoso Sync App"}')
 ALICE_OID=$(field "$ALICE" objectId)
 BOB_OID=$(field "$BOB" objectId)
 CAROL_OID=$(field "$CAROL" objectId)

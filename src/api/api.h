@@ -18,11 +18,17 @@
 #include "http/http.h"
 #include "store/store.h"
 #include "vault/vault.h"
+#include "dep/dep.h"
+#include "jobs/jobs.h"
+#include "mail/mail.h"
 
 struct ck_api {
     struct ck_store *store;
     struct ck_audit *audit;
     struct ck_vaults *vaults; /* NULL when the vault role is off */
+    struct ck_deps *deps;     /* NULL when the service role is off */
+    struct ck_mail *mail;
+    struct ck_jobs *jobs;
     char home_tenant[37];
     const char *vault_suffix;  /* vault hosts are NAME.<suffix>; "vault.localhost" */
     const char *default_vault; /* for requests to a bare IP or localhost; may be NULL */
@@ -40,6 +46,14 @@ void ck_api_register_admin(struct ck_router *r, struct ck_api *api);
 void ck_api_register_vaults(struct ck_router *r, struct ck_api *api);
 /* AKV keys data plane. */
 void ck_api_register_keys(struct ck_router *r, struct ck_api *api);
+/* Tenants and their admins (tenants.c). */
+void ck_api_register_tenants(struct ck_router *r, struct ck_api *api);
+/* Data encryption policies (mail). */
+void ck_api_register_deps(struct ck_router *r, struct ck_api *api);
+/* A DEP as Get-DataEncryptionPolicy shows it. */
+json_t *ck_api_dep_json(const struct ck_dep *d);
+/* Mail users, mailboxes, items and jobs. */
+void ck_api_register_mail(struct ck_router *r, struct ck_api *api);
 
 /* Shared by the surfaces. */
 const struct ck_principal *ck_api_caller(const struct ck_http_req *req);
@@ -51,5 +65,12 @@ void ck_api_audit(struct ck_api *api, const struct ck_http_req *req, const char 
 ck_err ck_api_require_operator(struct ck_api *api, const struct ck_http_req *req,
                                const char *operation);
 json_t *ck_api_principal_json(const struct ck_principal *p);
+/* Resolves {t} (a tenant's name or id) into *out: 404 "TenantNotFound" when
+ * unknown. With admin_required, only the operator or an admin of the tenant
+ * passes; anyone else gets 403 naming principal and tenant (audited). With
+ * admin_required false any authenticated caller passes and the caller
+ * checks its own rules (an end user's own mailbox). */
+ck_err ck_api_tenant_access(struct ck_api *api, const struct ck_http_req *req,
+                            const char *tenant_ref, bool admin_required, struct ck_tenant *out);
 
 #endif

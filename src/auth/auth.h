@@ -7,8 +7,9 @@
  * SHA-256 hashes; they expire and can be revoked. Checking a token compares
  * hashes in constant time.
  *
- * Owns the tables ck_principal, ck_token and ck_meta (installation facts
- * such as the home tenant id). Calls store/ and crypto/ only.
+ * Owns the tables ck_principal, ck_token, ck_meta (installation facts
+ * such as the home tenant id), ck_tenant and ck_tenant_admin. Calls store/
+ * and crypto/ only.
  * Thread-safety: every function may be called from any thread.
  * Ownership: a struct ck_principal returned here belongs to the caller
  * (ck_principal_free); so do returned arrays.
@@ -76,5 +77,28 @@ ck_err ck_token_list(struct ck_store *s, const char *object_id, struct ck_token_
                      size_t *n);
 /* Whether the token is still valid (used at start-up to reuse a dev token). */
 ck_err ck_token_valid(struct ck_store *s, const char *token, bool *valid);
+
+/* ---------- tenants ---------- */
+
+/* A customer organisation of the service. Its admins manage its data
+ * encryption policies and mailboxes. Names: 1–64 of [A-Za-z0-9._-]. */
+struct ck_tenant {
+    char id[37];
+    char name[65];
+    int64_t created;
+};
+
+ck_err ck_tenant_create(struct ck_store *s, const char *name, const char *admin_object_id,
+                        struct ck_tenant *out);
+/* ref: the tenant's name (case-insensitive) or id. */
+ck_err ck_tenant_find(struct ck_store *s, const char *ref, struct ck_tenant *out);
+ck_err ck_tenant_list(struct ck_store *s, struct ck_tenant **out, size_t *n);
+ck_err ck_tenant_add_admin(struct ck_store *s, const char *tenant_id, const char *object_id);
+ck_err ck_tenant_is_admin(struct ck_store *s, const char *tenant_id, const char *object_id,
+                          bool *admin);
+/* The tenant's admins, sorted by name. An admin whose
+ * principal no longer exists comes back with only its object id set. */
+ck_err ck_tenant_admins(struct ck_store *s, const char *tenant_id, struct ck_principal ***out,
+                        size_t *n);
 
 #endif

@@ -28,6 +28,18 @@ static const struct ck_migration auth_migrations[] = {
         "  expires BIGINT NOT NULL,"
         "  revoked BIGINT NOT NULL DEFAULT 0);"
         "CREATE INDEX ck_token_by_principal ON ck_token(object_id);"},
+    /* Tenants (tenant.c): name is the lowercased key for case-insensitive
+     * lookups, display_name the spelling the operator chose. */
+    {2, "CREATE TABLE ck_tenant ("
+        "  id TEXT PRIMARY KEY,"
+        "  name TEXT NOT NULL UNIQUE,"
+        "  display_name TEXT NOT NULL,"
+        "  created BIGINT NOT NULL);"
+        "CREATE TABLE ck_tenant_admin ("
+        "  tenant TEXT REFERENCES ck_tenant(id) ON DELETE CASCADE,"
+        "  object_id TEXT NOT NULL,"
+        "  PRIMARY KEY (tenant, object_id));"
+        "CREATE INDEX ck_tenant_admin_by_principal ON ck_tenant_admin(object_id);"},
 };
 
 ck_err ck_auth_migrate(struct ck_store *s)

@@ -67,6 +67,24 @@ int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_fail(void);
 /* Calls the server; prints nothing. */
 ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp);
+/* The same with a raw body (NULL: none) and a raw answer (*resp, optional,
+ * the caller's to free); for mailbox items. */
+ck_err cli_call_raw(struct cli *c, const char *method, const char *path, const uint8_t *body,
+                    size_t n, const char *content_type, struct ck_buf *resp);
+/* A path from fmt whose only conversions are %s, each argument
+ * percent-encoded as one segment: cli_path("/tenants/%s/mailboxes/%s", t, upn).
+ * malloc'd. */
+char *cli_path(const char *fmt, ...);
+/* The tenant a service command addresses: --tenant, else $CKEY_TENANT;
+ * NULL when neither is given. */
+const char *cli_tenant_arg(const struct cli_args *a);
+/* A --dep value as the service takes it: "none" (or "null", "$null") is JSON
+ * null, the service-managed keys; anything else a DEP id or name. */
+json_t *cli_dep_value(const char *dep);
+/* A progress bar on stderr, "\r[#####.....] 42% label", drawn only when
+ * stderr is a terminal; cli_progress_end ends its line (if one was drawn). */
+void cli_progress(const char *label, int64_t done, int64_t total);
+void cli_progress_end(void);
 
 /* Output. A column is "Header=field" (field may be a.b for nested). */
 void cli_print_table(struct cli *c, json_t *rows, const char *const *columns, size_t ncol);
@@ -81,5 +99,10 @@ int cli_audit(struct cli *c, int argc, char **argv);
 int cli_subscription(struct cli *c, int argc, char **argv);
 int cli_vault(struct cli *c, int argc, char **argv);
 int cli_key(struct cli *c, int argc, char **argv);
+int cli_tenant(struct cli *c, int argc, char **argv);
+int cli_dep(struct cli *c, int argc, char **argv);
+int cli_mailuser(struct cli *c, int argc, char **argv);
+int cli_mailbox(struct cli *c, int argc, char **argv);
+int cli_job(struct cli *c, int argc, char **argv);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 bool cli_parse(int argc, char **argv, const char *spec, struct cli_args *a)
@@ -167,6 +168,80 @@ ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *bod
 {
     CK_TRY(connect(c));
     return ck_client_json(c->client, method, path, body, NULL, resp);
+}
+
+ck_err cli_call_raw(struct cli *c, const char *method, const char *path, const uint8_t *body,
+                    size_t n, const char *content_type, struct ck_buf *resp)
+{
+    CK_TRY(connect(c));
+    return ck_client_raw(c->client, method, path, body, n, content_type, NULL, resp);
+}
+
+char *cli_path(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    struct ck_buf b = {0};
+    for (const char *p = fmt; *p; p++) {
+        if (p[0] == '%' && p[1] == 's') {
+            char *e = ck_client_escape(va_arg(ap, const char *));
+            ck_buf_append(&b, e, strlen(e));
+            free(e);
+            p++;
+        } else {
+            ck_buf_append(&b, p, 1);
+        }
+    }
+    va_end(ap);
+    ck_buf_append(&b, "", 1);
+    return (char *)b.p;
+}
+
+const char *cli_tenant_arg(const struct cli_args *a)
+{
+    const char *t = cli_get(a, "tenant");
+    if (!t)
+        t = getenv("CKEY_TENANT");
+    return t && *t ? t : NULL;
+}
+
+json_t *cli_dep_value(const char *dep)
+{
+    if (strcasecmp(dep, "none") == 0 || strcasecmp(dep, "null") == 0 ||
+        strcasecmp(dep, "$null") == 0)
+        return json_null();
+    return json_string(dep);
+}
+
+/* Whether a bar is on the terminal's current line. */
+static bool progress_drawn;
+
+void cli_progress(const char *label, int64_t done, int64_t total)
+{
+    if (!isatty(2))
+        return;
+    enum { WIDTH = 30 };
+    int64_t pct = total > 0 ? done * 100 / total : 0;
+    if (pct < 0)
+        pct = 0;
+    if (pct > 100)
+        pct = 100;
+    char bar[WIDTH + 1];
+    int full = (int)(pct * WIDTH / 100);
+    for (int i = 0; i < WIDTH; i++)
+        bar[i] = i < full ? '#' : '.';
+    bar[WIDTH] = '\0';
+    /* \033[K clears what a longer previous label left behind. */
+    fprintf(stderr, "\r[%s] %3lld%% %s\033[K", bar, (long long)pct, label);
+    fflush(stderr);
+    progress_drawn = true;
+}
+
+void cli_progress_end(void)
+{
+    if (progress_drawn)
+        fputc('\n', stderr);
+    progress_drawn = false;
 }
 
 void cli_print_json(json_t *v)

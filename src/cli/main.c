@@ -22,6 +22,11 @@ static const char usage[] =
     "  subscription  create subscriptions and manage their owners\n"
     "  vault         create, show, list and delete key vaults; access policies\n"
     "  key           create, back up, restore and use keys in a vault\n"
+    "  tenant        create and show tenants; add tenant admins\n"
+    "  dep           data encryption policies for mail (New/Get/Set-DataEncryptionPolicy)\n"
+    "  mailuser      mail users and the DEP they migrate under (New/Set-MailUser)\n"
+    "  mailbox       mailboxes: assign DEPs, statistics, mbox import, items\n"
+    "  job           background jobs (re-encryption) and their progress\n"
     "\n"
     "Global options (anywhere on the line):\n"
     "  --url URL          server URL (CKEY_URL; default https://127.0.0.1:8443)\n"
@@ -39,10 +44,13 @@ static int dispatch(struct cli *c, int argc, char **argv)
         const char *name;
         int (*fn)(struct cli *, int, char **);
     } nouns[] = {
-        {"server", cli_server}, {"principal", cli_principal},
-        {"token", cli_token},   {"whoami", cli_whoami},
-        {"audit", cli_audit},   {"subscription", cli_subscription},
-        {"vault", cli_vault},   {"key", cli_key},
+        {"server", cli_server},     {"principal", cli_principal},
+        {"token", cli_token},       {"whoami", cli_whoami},
+        {"audit", cli_audit},       {"subscription", cli_subscription},
+        {"vault", cli_vault},       {"key", cli_key},
+        {"tenant", cli_tenant},     {"dep", cli_dep},
+        {"mailuser", cli_mailuser}, {"mailbox", cli_mailbox},
+        {"job", cli_job},
     };
     for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
         if (strcmp(argv[0], nouns[i].name) == 0)

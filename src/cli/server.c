@@ -29,6 +29,18 @@ static const char help[] =
     "                        purged and rotation policies carried out (default 60)\n"
     "  --log-level debug|info|warn|error\n"
     "\n"
+    "Service role:\n"
+    "  --availability-store URI     store of the availability keys (required without --dev)\n"
+    "  --availability-key-file F    their own master key, 32 bytes, 0600 (required without\n"
+    "                        --dev)\n"
+    "  --vault-cacert F      CAs for the vaults holding root keys (default: --tls-cert)\n"
+    "  --vault-token-file F  the mail service's bearer token for vaults run elsewhere\n"
+    "                        (default: a token this server issues itself)\n"
+    "  --key-cache-ttl SECONDS   how long unwrapped DEP keys stay cached (default 300)\n"
+    "  --job-workers N       re-encryption workers (default 2)\n"
+    "  --job-lease SECONDS   how long a worker's claim on a job lasts (default 10)\n"
+    "  --job-throttle-ms N   pause between re-encryption batches (default 0)\n"
+    "\n"
     "SIGTERM or SIGINT drains requests in flight and exits.\n";
 
 int cli_server(struct cli *c, int argc, char **argv)
@@ -36,7 +48,10 @@ int cli_server(struct cli *c, int argc, char **argv)
     struct cli_args a;
     if (!cli_parse(argc, argv,
                    "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
-                   "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,help",
+                   "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,"
+                   "availability-store=,availability-key-file=,vault-cacert=,vault-token-file=,"
+                   "key-cache-ttl=,"
+                   "job-workers=,job-lease=,job-throttle-ms=,help",
                    &a))
         return 2;
     if (cli_has(&a, "help")) {
@@ -67,6 +82,32 @@ int cli_server(struct cli *c, int argc, char **argv)
             return cli_usage_error("--threads takes a number from 1 to 256");
         o.threads = (unsigned)t;
     }
+    o.availability_store = cli_get(&a, "availability-store");
+    o.availability_key_file = cli_get(&a, "availability-key-file");
+    o.vault_cacert = cli_get(&a, "vault-cacert");
+    o.vault_token_file = cli_get(&a, "vault-token-file");
+    static const struct {
+        const char *flag;
+        long min, max;
+    } numbers[] = {{"key-cache-ttl", 1, 86400},
+                   {"job-workers", 1, 64},
+                   {"job-lease", 2, 3600},
+                   {"job-throttle-ms", 0, 60000}};
+    long values[4] = {0, 0, 0, 0};
+    for (size_t i = 0; i < 4; i++) {
+        const char *v = cli_get(&a, numbers[i].flag);
+        if (!v)
+            continue;
+        char *end;
+        values[i] = strtol(v, &end, 10);
+        if (*end || values[i] < numbers[i].min || values[i] > numbers[i].max)
+            return cli_usage_error("--%s takes %ld to %ld", numbers[i].flag, numbers[i].min,
+                                   numbers[i].max);
+    }
+    o.key_cache_ttl = values[0];
+    o.job_workers = (unsigned)values[1];
+    o.job_lease = values[2];
+    o.job_throttle_ms = (unsigned)values[3];
     const char *hk = cli_get(&a, "housekeeping-interval");
     if (hk) {
         char *end;

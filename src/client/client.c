@@ -13,7 +13,9 @@ struct ck_client {
     char *url;
     char *auth_header; /* holds the token: wiped on free */
     char *cacert;
-    long timeout_s;
+    long timeout_ms;
+    long max_connections;
+    long retry_after; /* seconds, from the last answer */
 };
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -26,9 +28,9 @@ static void curl_init(void)
 ck_err ck_client_new(const struct ck_client_config *cfg, struct ck_client **out)
 {
     pthread_once(&curl_once, curl_init);
-    if (!cfg->url || strncmp(cfg->url, "https://", 8) != 0)
+    if (cfg->url && strncmp(cfg->url, "https://", 8) != 0)
         return ck_err_set(CK_EINVAL, "the server URL must start with https:// (got '%s')",
-                          cfg->url ? cfg->url : "");
+                          cfg->url);
     struct ck_client *c = ck_xcalloc(1, sizeof *c);
     c->curl = curl_easy_init();
     if (!c->curl) {
@@ -36,15 +38,31 @@ ck_err ck_client_new(const struct ck_client_config *cfg, struct ck_client **out)
         return ck_err_set(CK_ENOMEM, "cannot create an HTTP client");
     }
     c->url = ck_strdup(cfg->url);
-    size_t n = strlen(c->url);
+    size_t n = c->url ? strlen(c->url) : 0;
     while (n > 8 && c->url[n - 1] == '/')
         c->url[--n] = '\0';
-    if (cfg->token)
-        c->auth_header = ck_sprintf("Authorization: Bearer %s", cfg->token);
+    ck_client_set_token(c, cfg->token);
     c->cacert = ck_strdup(cfg->cacert);
-    c->timeout_s = cfg->timeout_s ? cfg->timeout_s : 60;
+    c->timeout_ms = cfg->timeout_ms > 0  ? cfg->timeout_ms
+                    : cfg->timeout_s > 0 ? cfg->timeout_s * 1000
+                                         : 60000;
+    c->max_connections = cfg->max_connections;
     *out = c;
     return CK_OK;
+}
+
+void ck_client_set_token(struct ck_client *c, const char *token)
+{
+    if (c->auth_header) {
+        ck_wipe(c->auth_header, strlen(c->auth_header));
+        free(c->auth_header);
+    }
+    c->auth_header = token ? ck_sprintf("Authorization: Bearer %s", token) : NULL;
+}
+
+long ck_client_retry_after(const struct ck_client *c)
+{
+    return c->retry_after;
 }
 
 void ck_client_free(struct ck_client *c)
@@ -52,10 +70,7 @@ void ck_client_free(struct ck_client *c)
     if (!c)
         return;
     curl_easy_cleanup(c->curl);
-    if (c->auth_header) {
-        ck_wipe(c->auth_header, strlen(c->auth_header));
-        free(c->auth_header);
-    }
+    ck_client_set_token(c, NULL);
     free(c->url);
     free(c->cacert);
     free(c);
@@ -105,18 +120,28 @@ static ck_err status_err(long status)
     }
 }
 
-ck_err ck_client_json(struct ck_client *c, const char *method, const char *path, json_t *body,
-                      long *status, json_t **resp)
+/* One request, shared by the JSON and the raw calls: body (n bytes, NULL for
+ * none) goes with content_type; the answer's bytes land in *got, which the
+ * caller wipes and frees. A transport failure or a non-2xx answer becomes
+ * the error the module comment describes. */
+static ck_err perform(struct ck_client *c, const char *method, const char *path,
+                      const uint8_t *body, size_t n, const char *content_type, const char *accept,
+                      long *status, struct ck_buf *got)
 {
     CURL *h = c->curl;
-    char *url =
-        strncmp(path, "https://", 8) == 0 ? ck_strdup(path) : ck_sprintf("%s%s", c->url, path);
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    struct ck_buf got = {0};
+    c->retry_after = 0;
+    if (status)
+        *status = 0;
+    bool absolute = strncmp(path, "https://", 8) == 0;
+    if (!absolute && !c->url)
+        return ck_err_set(CK_EINVAL, "'%s' is not an absolute https:// URL", path);
+    char *url = absolute ? ck_strdup(path) : ck_sprintf("%s%s", c->url, path);
+    char *accept_hdr = ck_sprintf("Accept: %s", accept);
+    char *type_hdr = body && content_type ? ck_sprintf("Content-Type: %s", content_type) : NULL;
     struct curl_slist *hdr = NULL;
-    hdr = curl_slist_append(hdr, "Accept: application/json");
-    if (payload)
-        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+    hdr = curl_slist_append(hdr, accept_hdr);
+    if (type_hdr)
+        hdr = curl_slist_append(hdr, type_hdr);
     if (c->auth_header)
         hdr = curl_slist_append(hdr, c->auth_header);
     hdr = curl_slist_append(hdr, "Expect:");
@@ -126,18 +151,20 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &got);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT, c->timeout_s);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, got);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 10000 ? c->timeout_ms : 10000L);
+    if (c->max_connections > 0)
+        curl_easy_setopt(h, CURLOPT_MAXCONNECTS, c->max_connections);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (c->cacert)
         curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
-    if (payload) {
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(payload));
+    if (body) {
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
     } else if (strcmp(method, "GET") == 0) {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else if (strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
@@ -147,8 +174,6 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
 
     ck_err rc = CK_OK;
     long code = 0;
-    if (resp)
-        *resp = NULL;
     CURLcode cc = curl_easy_perform(h);
     if (cc != CURLE_OK) {
         /* Name the origin actually asked, without path or query. */
@@ -158,36 +183,68 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
         goto out;
     }
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    json_t *parsed = NULL;
-    if (got.n) {
-        json_error_t jerr;
-        parsed = json_loadb((const char *)got.p, got.n, 0, &jerr);
-    }
+    curl_off_t retry_after = 0;
+    if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
+        c->retry_after = retry_after > 86400 ? 86400 : (long)retry_after;
     if (code < 200 || code > 299) {
+        json_t *parsed = got->n ? json_loadb((const char *)got->p, got->n, 0, NULL) : NULL;
         json_t *msg = json_object_get(json_object_get(parsed, "error"), "message");
         rc = ck_err_set(status_err(code), "%s",
                         json_is_string(msg) ? json_string_value(msg) : "unexpected answer");
         json_decref(parsed);
-        goto out;
     }
-    if (got.n && !parsed) {
-        rc = ck_err_set(CK_EINTERNAL, "the server's answer is not JSON");
-        goto out;
-    }
-    if (resp)
-        *resp = parsed;
-    else
-        json_decref(parsed);
 out:
     if (status)
         *status = code;
     curl_slist_free_all(hdr);
+    free(accept_hdr);
+    free(type_hdr);
+    free(url);
+    return rc;
+}
+
+ck_err ck_client_json(struct ck_client *c, const char *method, const char *path, json_t *body,
+                      long *status, json_t **resp)
+{
+    if (resp)
+        *resp = NULL;
+    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    struct ck_buf got = {0};
+    ck_err rc = perform(c, method, path, (const uint8_t *)payload, payload ? strlen(payload) : 0,
+                        "application/json", "application/json", status, &got);
+    json_t *parsed = NULL;
+    if (rc == CK_OK && got.n) {
+        parsed = json_loadb((const char *)got.p, got.n, 0, NULL);
+        if (!parsed)
+            rc = ck_err_set(CK_EINTERNAL, "the server's answer is not JSON");
+    }
+    if (rc == CK_OK && resp)
+        *resp = parsed;
+    else
+        json_decref(parsed);
     /* Bodies may carry tokens or key material. */
     if (payload)
         ck_wipe(payload, strlen(payload));
     ck_wipe(got.p, got.n);
     free(payload);
-    free(url);
+    ck_buf_free(&got);
+    return rc;
+}
+
+ck_err ck_client_raw(struct ck_client *c, const char *method, const char *path, const uint8_t *body,
+                     size_t n, const char *content_type, long *status, struct ck_buf *resp)
+{
+    if (resp)
+        *resp = (struct ck_buf){0};
+    struct ck_buf got = {0};
+    ck_err rc =
+        perform(c, method, path, body, n, content_type ? content_type : "application/octet-stream",
+                "*/*", status, &got);
+    if (rc == CK_OK && resp) {
+        *resp = got;
+        return rc;
+    }
+    ck_wipe(got.p, got.n);
     ck_buf_free(&got);
     return rc;
 }

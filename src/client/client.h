@@ -12,6 +12,9 @@
  * 429/5xx → CK_EUNAVAIL) whose message is the server's error.message.
  * A transport failure (refused, TLS, timeout) is CK_EUNAVAIL.
  *
+ * Answers are read with their Retry-After header (ck_client_retry_after), so
+ * a caller that retries can honour it.
+ *
  * Thread-safety: a struct ck_client is used by one thread at a time.
  */
 #ifndef CK_CLIENT_H
@@ -22,10 +25,13 @@
 #include "base/base.h"
 
 struct ck_client_config {
-    const char *url;    /* base URL, e.g. https://127.0.0.1:8443 */
-    const char *token;  /* bearer token, or NULL */
-    const char *cacert; /* PEM file of trusted CAs, or NULL for the system store */
-    long timeout_s;     /* whole-request timeout; 0 = 60 s */
+    const char *url;      /* base URL, e.g. https://127.0.0.1:8443; NULL when every
+                             call names an absolute https:// URL */
+    const char *token;    /* bearer token, or NULL */
+    const char *cacert;   /* PEM file of trusted CAs, or NULL for the system store */
+    long timeout_s;       /* whole-request timeout; 0 = 60 s */
+    long timeout_ms;      /* whole-request timeout in ms; overrides timeout_s when set */
+    long max_connections; /* keep-alive connections kept; 0 = libcurl's default (5) */
 };
 
 struct ck_client;
@@ -39,6 +45,19 @@ void ck_client_free(struct ck_client *c);
  * an error is returned. */
 ck_err ck_client_json(struct ck_client *c, const char *method, const char *path, json_t *body,
                       long *status, json_t **resp);
+/* The same with raw bytes: body (n bytes; NULL for none) is sent with
+ * content_type (NULL: application/octet-stream); *resp (optional) gets the
+ * answer's bytes, the caller's to free. Errors are mapped as above. */
+ck_err ck_client_raw(struct ck_client *c, const char *method, const char *path, const uint8_t *body,
+                     size_t n, const char *content_type, long *status, struct ck_buf *resp);
+
+/* Replaces the bearer token (NULL: none) for the following calls; the old
+ * one is wiped. */
+void ck_client_set_token(struct ck_client *c, const char *token);
+
+/* Seconds the last answer's Retry-After header asked for (delay-seconds or
+ * HTTP-date); 0 when it had none or there was no answer. */
+long ck_client_retry_after(const struct ck_client *c);
 
 /* Percent-encodes one path segment or query value (malloc'd). */
 char *ck_client_escape(const char *s);

@@ -96,6 +96,10 @@ struct ck_http_config {
     const char *cert_pem;
     const char *key_pem;
     unsigned threads; /* 0: one per core */
+    /* One thread per connection instead of a pool: needed when handlers
+     * call this same server (the service role calling the vault role in one
+     * process), or a pool of busy handlers could wait on each other. */
+    bool thread_per_connection;
     struct ck_http_auth auth;
     struct ck_router *router; /* borrowed; must outlive the server */
 };

@@ -14,6 +14,10 @@
 #include "http/http.h"
 #include "store/store.h"
 #include "vault/vault.h"
+#include "dep/dep.h"
+#include "jobs/jobs.h"
+#include "keyprov/keyprov.h"
+#include "mail/mail.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -27,12 +31,21 @@
 #include <unistd.h>
 
 #define OPERATOR_TOKEN_TTL (90 * 86400)
+/* Service principals get a new token at every start. */
+#define SERVICE_TOKEN_TTL (30 * 86400)
 
 struct server {
     struct ck_store *store;
     struct ck_audit *audit;
     struct ck_vaults *vaults;
     struct ck_secret master;
+    /* Service role. */
+    struct ck_store *avail_store;
+    struct ck_secret avail_master;
+    struct ck_keyprov *keyprov;
+    struct ck_deps *deps;
+    struct ck_jobs *jobs;
+    struct ck_mail *mail;
     char *cert_pem;
     struct ck_secret key_pem;
     struct ck_router *router;
@@ -239,6 +252,12 @@ static void housekeeping_stop(struct server *sv)
 
 static void server_free(struct server *sv)
 {
+    ck_jobs_close(sv->jobs); /* stops the workers first */
+    ck_mail_close(sv->mail);
+    ck_deps_close(sv->deps);
+    ck_keyprov_free(sv->keyprov);
+    ck_store_close(sv->avail_store);
+    ck_secret_free(&sv->avail_master);
     ck_router_free(sv->router);
     ck_vaults_close(sv->vaults);
     ck_audit_close(sv->audit);
@@ -249,17 +268,130 @@ static void server_free(struct server *sv)
     free(sv->challenge);
 }
 
-static ck_err load_master(struct server *sv, const char *path)
+/* A 32-byte key file that only its owner may read. */
+static ck_err read_secret_key(const char *path, struct ck_secret *out)
 {
     struct stat sb;
     if (stat(path, &sb) == 0 && (sb.st_mode & 077))
-        return ck_err_set(CK_EINVAL,
-                          "the master key file %s must not be readable by group or "
-                          "others (chmod 600)",
-                          path);
-    CK_TRY(read_file(path, 64, &sv->master));
-    if (sv->master.n != 32)
-        return ck_err_set(CK_EINVAL, "the master key file %s must hold exactly 32 bytes", path);
+        return ck_err_set(
+            CK_EINVAL, "the key file %s must not be readable by group or others (chmod 600)", path);
+    CK_TRY(read_file(path, 64, out));
+    if (out->n != 32)
+        return ck_err_set(CK_EINVAL, "the key file %s must hold exactly 32 bytes", path);
+    return CK_OK;
+}
+
+/* The service principals of DESIGN §1, with fixed application ids so that
+ * customers can name them in access policies before the service exists. */
+static const struct {
+    const char *name, *app_id;
+} service_principals[] = {
+    {"ckey Mail Service", CK_MAIL_SERVICE_APP_ID},
+    {"ckey Files Service", CK_FILES_SERVICE_APP_ID},
+};
+
+/* Makes sure the service principal exists and returns a fresh token for it
+ * (kept in memory only); its older tokens are revoked. */
+static ck_err service_token(struct server *sv, const char *name, const char *app_id, char **token)
+{
+    struct ck_principal *p = NULL;
+    ck_err rc = ck_principal_find(sv->store, app_id, &p);
+    if (rc == CK_ENOTFOUND)
+        rc = ck_principal_add_app(sv->store, name, app_id, NULL, 0, &p);
+    CK_TRY(rc);
+    struct ck_token_info *old = NULL;
+    size_t n = 0;
+    rc = ck_token_list(sv->store, p->object_id, &old, &n);
+    for (size_t i = 0; rc == CK_OK && i < n; i++)
+        if (!old[i].revoked)
+            rc = ck_token_revoke(sv->store, old[i].id);
+    free(old);
+    if (rc == CK_OK)
+        rc = ck_token_issue(sv->store, p->object_id, SERVICE_TOKEN_TTL, token, NULL);
+    ck_principal_free(p);
+    return rc;
+}
+
+/* The availability store and its master key: apart from everything else. */
+static ck_err open_availability(struct server *sv, const struct ck_server_options *o)
+{
+    char *store = NULL, *keyfile = NULL;
+    ck_err rc = CK_OK;
+    if (o->dev) {
+        store = ck_sprintf("sqlite:%s/availability.db", o->data_dir);
+        keyfile = ck_sprintf("%s/availability.key", o->data_dir);
+        if (!exists(keyfile)) {
+            struct ck_secret k = {0};
+            rc = ck_secret_alloc(&k, 32);
+            if (rc == CK_OK)
+                rc = ck_rand_bytes(k.p, 32);
+            if (rc == CK_OK)
+                rc = write_file(keyfile, k.p, 32, 0600);
+            ck_secret_free(&k);
+        }
+    } else if (!o->availability_store || !o->availability_key_file) {
+        rc = ck_err_set(CK_EINVAL, "the service role needs --availability-store and "
+                                   "--availability-key-file (without --dev)");
+    } else {
+        store = ck_strdup(o->availability_store);
+        keyfile = ck_strdup(o->availability_key_file);
+    }
+    if (rc == CK_OK)
+        rc = read_secret_key(keyfile, &sv->avail_master);
+    if (rc == CK_OK)
+        rc = ck_store_open(store, &sv->avail_store);
+    free(store);
+    free(keyfile);
+    return rc;
+}
+
+static ck_err setup_service(struct server *sv, const struct ck_server_options *o,
+                            const char *cacert)
+{
+    char *mail_token = NULL;
+    CK_TRY(open_availability(sv, o));
+    for (size_t i = 0; i < sizeof service_principals / sizeof *service_principals; i++) {
+        char *t = NULL;
+        CK_TRY(service_token(sv, service_principals[i].name, service_principals[i].app_id, &t));
+        if (i == 0) {
+            mail_token = t;
+        } else {
+            ck_wipe(t, strlen(t));
+            free(t);
+        }
+    }
+    if (o->vault_token_file) {
+        /* Vaults elsewhere know the mail service by the token they issued. */
+        struct ck_secret t = {0};
+        ck_wipe(mail_token, strlen(mail_token));
+        free(mail_token);
+        CK_TRY(read_file(o->vault_token_file, 4096, &t));
+        while (t.n && (t.p[t.n - 1] == '\n' || t.p[t.n - 1] == '\r'))
+            t.p[--t.n] = '\0';
+        mail_token = ck_strdup((const char *)t.p);
+        ck_secret_free(&t);
+    }
+    struct ck_keyprov_config kc = {.token = mail_token,
+                                   .cacert = o->vault_cacert ? o->vault_cacert : cacert};
+    ck_err rc = ck_keyprov_new(&kc, &sv->keyprov);
+    ck_wipe(mail_token, strlen(mail_token));
+    free(mail_token);
+    CK_TRY(rc);
+    struct ck_deps_config dc = {
+        .store = sv->store,
+        .availability_store = sv->avail_store,
+        .master_key = &sv->master,
+        .availability_master_key = &sv->avail_master,
+        .keyprov = sv->keyprov,
+        .audit = sv->audit,
+        .cache_ttl = o->key_cache_ttl,
+    };
+    CK_TRY(ck_deps_open(&dc, &sv->deps));
+    CK_TRY(ck_jobs_open(sv->store, &sv->jobs));
+    CK_TRY(ck_mail_open(sv->store, sv->deps, sv->jobs, &sv->mail));
+    sv->api.deps = sv->deps;
+    sv->api.mail = sv->mail;
+    sv->api.jobs = sv->jobs;
     return CK_OK;
 }
 
@@ -290,7 +422,7 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
     sv->cert_pem = ck_strdup((const char *)cert_pem.p);
     ck_secret_free(&cert_pem);
     CK_GUARD(read_file(key, 1 << 20, &sv->key_pem));
-    CK_GUARD(load_master(sv, master));
+    CK_GUARD(read_secret_key(master, &sv->master));
     CK_GUARD(ck_store_open(store, &sv->store));
     CK_GUARD(ck_auth_migrate(sv->store));
     CK_GUARD(ck_audit_open(sv->store, &sv->master, &sv->audit));
@@ -300,6 +432,8 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
         CK_GUARD(ck_vaults_open(sv->store, &sv->master, &sv->vaults));
     if (o->dev)
         CK_GUARD(dev_operator(sv, o->data_dir));
+    if (strcmp(o->role ? o->role : "all", "vault") != 0)
+        CK_GUARD(setup_service(sv, o, cert));
     sv->api.store = sv->store;
     sv->api.audit = sv->audit;
     sv->api.vaults = sv->vaults;
@@ -311,6 +445,11 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
     if (sv->vaults) {
         ck_api_register_vaults(sv->router, &sv->api);
         ck_api_register_keys(sv->router, &sv->api);
+    }
+    if (sv->mail) {
+        ck_api_register_tenants(sv->router, &sv->api);
+        ck_api_register_deps(sv->router, &sv->api);
+        ck_api_register_mail(sv->router, &sv->api);
     }
 out:
     free(cert);
@@ -338,6 +477,8 @@ int ck_server_main(const struct ck_server_options *o)
             .cert_pem = sv.cert_pem,
             .key_pem = (const char *)sv.key_pem.p,
             .threads = o->threads,
+            /* The service role calls the vault role of this same process. */
+            .thread_per_connection = sv.vaults && sv.mail,
             .auth = {.authenticate = ck_api_authenticate,
                      .principal_free = ck_api_principal_free,
                      .ctx = &sv.api,
@@ -353,6 +494,11 @@ int ck_server_main(const struct ck_server_options *o)
     }
     char port[8];
     snprintf(port, sizeof port, "%u", ck_http_port(sv.http));
+    if (sv.jobs)
+        ck_jobs_set_throttle(sv.jobs, o->job_throttle_ms);
+    if (sv.jobs && ck_jobs_start(sv.jobs, o->job_workers ? o->job_workers : 2,
+                                 o->job_lease ? o->job_lease : 10) != CK_OK)
+        ck_log(CK_LOG_ERROR, "cannot start the job workers", "detail", ck_err_msg(), NULL);
     if (sv.vaults) {
         pthread_mutex_init(&sv.hk_lock, NULL);
         pthread_cond_init(&sv.hk_wake, NULL);

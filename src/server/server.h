@@ -11,6 +11,8 @@
  *   DIR/tls/key.pem          127.0.0.1 and ::1 (key 0600)
  *   DIR/operator.token     the operator's bearer token (0600), reissued when
  *                          expired or revoked
+ *   DIR/availability.db    the availability keys (service role), sealed under
+ *   DIR/availability.key     their own master key (0600)
  */
 #ifndef CK_SERVER_H
 #define CK_SERVER_H
@@ -30,7 +32,21 @@ struct ck_server_options {
     const char *vault_suffix; /* vault hosts are NAME.<suffix>; default vault.localhost */
     unsigned threads;
     unsigned housekeeping_interval; /* seconds between vault housekeeping runs; 0 = 60 */
+    /* Service role. */
+    const char *availability_store;    /* store URI (required without --dev) */
+    const char *availability_key_file; /* 32 bytes, 0600 (required without --dev) */
+    const char *vault_cacert;          /* CAs for the vaults the service calls */
+    const char *vault_token_file;      /* the mail service's token for remote vaults; default:
+                                          a token this server issues itself */
+    int64_t key_cache_ttl;             /* seconds; 0 = 300 */
+    unsigned job_workers;              /* 0 = 2 */
+    int64_t job_lease;                 /* seconds; 0 = 10 */
+    unsigned job_throttle_ms;          /* pause between job steps; 0 = none */
 };
+
+/* The service principals' fixed application ids. */
+#define CK_MAIL_SERVICE_APP_ID "6d61696c-0000-4000-8000-636b65790001"
+#define CK_FILES_SERVICE_APP_ID "66696c65-0000-4000-8000-636b65790002"
 
 /* Runs until SIGTERM or SIGINT; returns the process exit status. */
 int ck_server_main(const struct ck_server_options *o);

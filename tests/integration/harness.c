@@ -51,6 +51,20 @@ static bool read_token(struct srv *s)
 
 void srv_start(struct srv *s, bool reuse)
 {
+    srv_start_args(s, reuse, NULL);
+}
+
+void srv_kill(struct srv *s)
+{
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+}
+
+void srv_start_args(struct srv *s, bool reuse, const char *extra)
+{
     const char *bin = getenv("CK_BIN");
     if (!bin)
         die("CK_BIN is not set");
@@ -59,7 +73,8 @@ void srv_start(struct srv *s, bool reuse)
         if (!mkdtemp(s->dir))
             die("mkdtemp");
     }
-    s->port = free_port();
+    if (!reuse || !s->port)
+        s->port = free_port();
     snprintf(s->url, sizeof s->url, "https://127.0.0.1:%u", s->port);
     snprintf(s->cacert, sizeof s->cacert, "%s/tls/cert.pem", s->dir);
     char listen[64], log[320];
@@ -69,8 +84,15 @@ void srv_start(struct srv *s, bool reuse)
     if (s->pid == 0) {
         FILE *f = freopen(log, "a", stderr);
         (void)f;
-        execl(bin, bin, "server", "--dev", "--data-dir", s->dir, "--listen", listen, "--threads",
-              "4", (char *)NULL);
+        char *argv[64] = {(char *)bin, "server", "--dev",     "--data-dir", s->dir,
+                          "--listen",  listen,   "--threads", "4"};
+        int argc = 9;
+        char *copy = extra ? strdup(extra) : NULL, *save = NULL;
+        for (char *w = copy ? strtok_r(copy, " ", &save) : NULL; w && argc < 63;
+             w = strtok_r(NULL, " ", &save))
+            argv[argc++] = w;
+        argv[argc] = NULL;
+        execv(bin, argv);
         _exit(127);
     }
     for (int i = 0; i < 300; i++) {
@@ -107,6 +129,10 @@ int srv_stop(struct srv *s)
 void srv_cleanup(struct srv *s)
 {
     char *out = NULL;
+    if (getenv("CKEY_TEST_KEEP")) {
+        fprintf(stderr, "harness: kept %s\n", s->dir);
+        return;
+    }
     if (s->dir[0] && strncmp(s->dir, "/tmp/ckey-it-", 13) == 0)
         sh(&out, "rm -rf '%s'", s->dir);
     free(out);
@@ -312,4 +338,42 @@ void provision_vault(const struct srv *s, const char *upn, const char *sub, cons
         die("cannot create the vault");
     }
     http_free(&r);
+}
+
+void vault_policy(const struct srv *s, const char *token, const char *vault, const char *op,
+                  const char *object_id, const char *perms)
+{
+    char path[300], body[800], me[37], tid[37];
+    whoami(s, token, me, tid);
+    snprintf(path, sizeof path,
+             "/subscriptions/sub1/resourceGroups/rg1/providers/Microsoft.KeyVault/vaults/%s/"
+             "accessPolicies/%s?api-version=2023-02-01",
+             vault, op);
+    snprintf(body, sizeof body,
+             "{\"properties\":{\"accessPolicies\":[{\"tenantId\":\"%s\",\"objectId\":\"%s\","
+             "\"permissions\":{\"keys\":[%s]}}]}}",
+             tid, object_id, perms);
+    struct http_result r;
+    http(s, "PUT", path, token, body, strlen(body), NULL, &r);
+    if (r.status != 200) {
+        fprintf(stderr, "policy %s on %s: %ld %s\n", op, vault, r.status, r.body ? r.body : "");
+        die("cannot edit the access policy");
+    }
+    http_free(&r);
+}
+
+void vault_key(const struct srv *s, const char *token, const char *vault, const char *name,
+               const char *body)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/keys/%s/create?api-version=7.6", name);
+    char *u = vault_url(s, vault, path);
+    struct http_result r;
+    http(s, "POST", u, token, body, strlen(body), NULL, &r);
+    if (r.status != 200) {
+        fprintf(stderr, "create key %s/%s: %ld %s\n", vault, name, r.status, r.body ? r.body : "");
+        die("cannot create the key");
+    }
+    http_free(&r);
+    free(u);
 }

@@ -29,8 +29,13 @@ struct http_result {
     char *headers; /* raw response headers */
 };
 
-/* Starts a server with a fresh data dir (or reuses s->dir when reuse). */
+/* Starts a server with a fresh data dir (or reuses s->dir, and s->port,
+ * when reuse). */
 void srv_start(struct srv *s, bool reuse);
+/* The same with extra `ckey server` arguments, space-separated (NULL: none). */
+void srv_start_args(struct srv *s, bool reuse, const char *extra);
+/* SIGKILL, wait: a crash. */
+void srv_kill(struct srv *s);
 /* SIGTERM, wait; returns the exit status (or 128+signal). */
 int srv_stop(struct srv *s);
 void srv_cleanup(struct srv *s); /* removes the data dir */
@@ -59,6 +64,14 @@ void provision_vault(const struct srv *s, const char *upn, const char *sub, cons
                      const char *location, bool purge_protection, char *token);
 /* The principal's object id and tenant id (37 bytes each) by its token. */
 void whoami(const struct srv *s, const char *token, char *object_id, char *tenant_id);
+/* Edits vault NAME's access policies (ARM accessPolicies/{op}) as the owner
+ * with token: perms is a JSON list body such as "\"get\",\"wrapKey\"". */
+void vault_policy(const struct srv *s, const char *token, const char *vault, const char *op,
+                  const char *object_id, const char *perms);
+/* Creates key NAME in vault VAULT with the AKV create body. */
+void vault_key(const struct srv *s, const char *token, const char *vault, const char *name,
+               const char *body);
+
 /* Vault data-plane URL for a path: https://NAME.vault.localhost:PORT/path */
 char *vault_url(const struct srv *s, const char *vault, const char *path);
 

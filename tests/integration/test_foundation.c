@@ -233,15 +233,15 @@ static void test_unknown_route_404_and_method_405(void **state)
 static void test_non_operator_is_forbidden_and_audited(void **state)
 {
     char *out = NULL;
-    assert_int_equal(cli(&S, NULL, &out, "principal add --app 'ckey Mail Service'"), 0);
+    assert_int_equal(cli(&S, NULL, &out, "principal add --app 'Contoso Sync App'"), 0);
     free(out);
-    char *tok = issue_token("ckey Mail Service", "1h");
+    char *tok = issue_token("Contoso Sync App", "1h");
     assert_int_equal(cli(&S, tok, &out, "principal list"), 1);
     assert_non_null(strstr(out, "not an operator"));
     free(out);
     assert_int_equal(cli(&S, NULL, &out, "-o json audit list --max 1000"), 0);
     assert_non_null(strstr(out, "\"result\": \"denied\""));
-    assert_non_null(strstr(out, "\"principal\": \"ckey Mail Service\""));
+    assert_non_null(strstr(out, "\"principal\": \"Contoso Sync App\""));
     free(out);
     assert_int_equal(cli(&S, tok, &out, "whoami"), 0);
     assert_non_null(strstr(out, "application"));

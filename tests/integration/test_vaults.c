@@ -183,7 +183,7 @@ static int setup(void **state)
             return -1;
         free(out);
     }
-    if (cli(&S, NULL, &out, "principal add --app 'ckey Mail Service'") != 0)
+    if (cli(&S, NULL, &out, "principal add --app 'Contoso Sync App'") != 0)
         return -1;
     free(out);
     alice_tok = issue_token("alice@contoso.com");
@@ -263,12 +263,12 @@ static void test_directory_lookup(void **state)
     assert_string_equal(json_string_value(json_object_get(r.json, "tenantId")), tenant);
     assert_null(json_object_get(r.json, "roles")); /* a directory shows identity, not roles */
     http_free(&r);
-    http(&S, "GET", "/directory/principals/ckey%20Mail%20Service", carol_tok, NULL, 0, NULL, &r);
+    http(&S, "GET", "/directory/principals/Contoso%20Sync%20App", carol_tok, NULL, 0, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_string_value(json_object_get(r.json, "type")), "application");
     assert_non_null(json_object_get(r.json, "applicationId"));
     assert_string_equal(json_string_value(json_object_get(r.json, "displayName")),
-                        "ckey Mail Service");
+                        "Contoso Sync App");
     http_free(&r);
     http(&S, "GET", "/directory/principals/nobody@contoso.com", carol_tok, NULL, 0, NULL, &r);
     assert_error(&r, 404, NULL, "nobody@contoso.com");
@@ -944,7 +944,7 @@ static void test_cli_vaults(void **state)
     free(out);
     /* An application by its id, and a foreign object id (shown as unknown). */
     struct http_result r;
-    http(&S, "GET", "/directory/principals/ckey%20Mail%20Service", alice_tok, NULL, 0, NULL, &r);
+    http(&S, "GET", "/directory/principals/Contoso%20Sync%20App", alice_tok, NULL, 0, NULL, &r);
     char app_id[64], app_oid[64];
     snprintf(app_id, sizeof app_id, "%s",
              json_string_value(json_object_get(r.json, "applicationId")));
@@ -955,7 +955,7 @@ static void test_cli_vaults(void **state)
             "vault policy set cli-vault1 --app-id %s --key-permissions wrapKey,unwrapKey", app_id),
         0);
     assert_line(out, "Object ID", app_oid);
-    assert_line(out, "Display Name", "ckey Mail Service");
+    assert_line(out, "Display Name", "Contoso Sync App");
     free(out);
     assert_int_equal(
         cli(&S, alice_tok, &out,
