@@ -38,7 +38,7 @@ test-asan: deps
 bench: build
 	@if [ -x bench/run.sh ]; then bench/run.sh $(BUILD) $(if $(QUICK),--quick,); else echo "no benchmarks yet"; fi
 
-FORMATTED = $$(git ls-files 'src/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]')
+FORMATTED = $$(git ls-files --cached --others --exclude-standard 'src/*.[ch]' 'tests/*.[ch]' 'bench/*.[ch]')
 
 format:
 	clang-format -i $(FORMATTED)

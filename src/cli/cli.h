@@ -65,6 +65,10 @@ int cli_dispatch(struct cli *c, int argc, char **argv, const char *noun, const c
 int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "ckey: <thread error message>" and returns 1. */
 int cli_fail(void);
+/* Calls the server and shows the answer with print; takes path (malloc'd)
+ * and body (may be NULL) and frees them. Returns the exit status. */
+int cli_call_show(struct cli *c, const char *method, char *path, json_t *body,
+                  void (*print)(struct cli *c, json_t *resp));
 /* Calls the server; prints nothing. */
 ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp);
 /* The same with a raw body (NULL: none) and a raw answer (*resp, optional,

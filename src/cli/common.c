@@ -244,6 +244,20 @@ void cli_progress_end(void)
     progress_drawn = false;
 }
 
+int cli_call_show(struct cli *c, const char *method, char *path, json_t *body,
+                  void (*print)(struct cli *c, json_t *resp))
+{
+    json_t *resp = NULL;
+    ck_err rc = cli_call(c, method, path, body, &resp);
+    free(path);
+    json_decref(body);
+    if (rc != CK_OK)
+        return cli_fail();
+    print(c, resp);
+    json_decref(resp);
+    return 0;
+}
+
 void cli_print_json(json_t *v)
 {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);

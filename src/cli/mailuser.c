@@ -45,15 +45,7 @@ static int mailuser_new(struct cli *c, int argc, char **argv)
     if (cli_get(&a, "dep"))
         json_object_set_new(body, "dataEncryptionPolicy", cli_dep_value(cli_get(&a, "dep")));
     char *path = cli_path("/tenants/%s/mailusers", tenant);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "POST", path, body, &resp);
-    free(path);
-    json_decref(body);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_stats(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "POST", path, body, print_stats);
 }
 
 static int mailuser_set(struct cli *c, int argc, char **argv)
@@ -70,15 +62,7 @@ static int mailuser_set(struct cli *c, int argc, char **argv)
         return cli_usage_error("mailuser set needs --dep ID_OR_NAME (or none)");
     json_t *body = json_pack("{s:o}", "dataEncryptionPolicy", cli_dep_value(dep));
     char *path = cli_path("/tenants/%s/mailusers/%s", tenant, a.pos[0]);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "PATCH", path, body, &resp);
-    free(path);
-    json_decref(body);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_stats(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "PATCH", path, body, print_stats);
 }
 
 int cli_mailuser(struct cli *c, int argc, char **argv)

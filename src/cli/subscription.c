@@ -72,16 +72,9 @@ static int create(struct cli *c, int argc, char **argv)
         json_decref(owners);
         return cli_usage_error("subscription create needs at least one --owner");
     }
-    json_t *body = json_pack("{s:o}", "owners", owners), *resp = NULL;
+    json_t *body = json_pack("{s:o}", "owners", owners);
     char *path = sub_path(a.pos[0], "");
-    ck_err rc = cli_call(c, "PUT", path, body, &resp);
-    free(path);
-    json_decref(body);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_subscription(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "PUT", path, body, print_subscription);
 }
 
 static int show(struct cli *c, int argc, char **argv)
@@ -91,15 +84,8 @@ static int show(struct cli *c, int argc, char **argv)
         return 2;
     if (one_sub(&a, "show"))
         return 2;
-    json_t *resp = NULL;
     char *path = sub_path(a.pos[0], "");
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_subscription(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "GET", path, NULL, print_subscription);
 }
 
 static int add_owner(struct cli *c, int argc, char **argv)
@@ -112,16 +98,9 @@ static int add_owner(struct cli *c, int argc, char **argv)
     const char *owner = cli_get(&a, "owner");
     if (!owner)
         return cli_usage_error("subscription add-owner needs --owner");
-    json_t *body = json_pack("{s:s}", "owner", owner), *resp = NULL;
+    json_t *body = json_pack("{s:s}", "owner", owner);
     char *path = sub_path(a.pos[0], "/owners");
-    ck_err rc = cli_call(c, "POST", path, body, &resp);
-    free(path);
-    json_decref(body);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_subscription(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "POST", path, body, print_subscription);
 }
 
 int cli_subscription(struct cli *c, int argc, char **argv)

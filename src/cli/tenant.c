@@ -109,14 +109,7 @@ static int show(struct cli *c, int argc, char **argv)
     if (a.npos != 1)
         return cli_usage_error("tenant show needs one TENANT (name or id)");
     char *path = cli_path("/tenants/%s", a.pos[0]);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_tenant(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "GET", path, NULL, print_tenant);
 }
 
 static int add_admin(struct cli *c, int argc, char **argv)
@@ -131,15 +124,7 @@ static int add_admin(struct cli *c, int argc, char **argv)
         return cli_usage_error("tenant add-admin needs --admin UPN_OR_OBJECT_ID");
     char *path = cli_path("/tenants/%s/admins", a.pos[0]);
     json_t *body = json_pack("{s:s}", "admin", admin);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "POST", path, body, &resp);
-    free(path);
-    json_decref(body);
-    if (rc != CK_OK)
-        return cli_fail();
-    print_tenant(c, resp);
-    json_decref(resp);
-    return 0;
+    return cli_call_show(c, "POST", path, body, print_tenant);
 }
 
 int cli_tenant(struct cli *c, int argc, char **argv)

@@ -56,8 +56,9 @@ static long read_item(const char *upn, int i, char **body)
 static int fallbacks(void)
 {
     char *out = NULL;
-    sh(&out, "sqlite3 %s/ckey.db \"SELECT COUNT(*) FROM ck_audit WHERE operation = 'Fallback to "
-             "Availability Key'\"",
+    sh(&out,
+       "sqlite3 %s/ckey.db \"SELECT COUNT(*) FROM ck_audit WHERE operation = 'Fallback to "
+       "Availability Key'\"",
        M.dir);
     int n = atoi(out);
     free(out);
@@ -153,8 +154,9 @@ static void test_vaults_down_reads_use_availability_key(void **state)
     /* Each use is on the record, with the DEP, key versions and request. */
     assert_int_equal(fallbacks(), N);
     char *out = NULL;
-    sh(&out, "sqlite3 %s/ckey.db \"SELECT detail FROM ck_audit WHERE operation = 'Fallback to "
-             "Availability Key' LIMIT 1\"",
+    sh(&out,
+       "sqlite3 %s/ckey.db \"SELECT detail FROM ck_audit WHERE operation = 'Fallback to "
+       "Availability Key' LIMIT 1\"",
        M.dir);
     assert_non_null(strstr(out, "root keys unreachable"));
     assert_non_null(strstr(out, "/keys/root-a/"));
@@ -180,12 +182,14 @@ static void test_permissions_removed_fail_closed(void **state)
 
     /* A system job still completes on the availability key, on the record. */
     char *out = NULL;
-    assert_int_equal(cli(&M, ADMIN, &out, "mailbox set dave@contoso.com --tenant contoso --dep "
-                                          "none"),
+    assert_int_equal(cli(&M, ADMIN, &out,
+                         "mailbox set dave@contoso.com --tenant contoso --dep "
+                         "none"),
                      0);
     free(out);
-    int st = cli(&M, ADMIN, &out, "mailbox stats dave@contoso.com --tenant contoso --wait "
-                                  "--timeout 60");
+    int st = cli(&M, ADMIN, &out,
+                 "mailbox stats dave@contoso.com --tenant contoso --wait "
+                 "--timeout 60");
     if (st != 0)
         fail_msg("%s", out);
     free(out);

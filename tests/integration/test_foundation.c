@@ -157,7 +157,7 @@ static void test_tokens_are_stored_only_hashed(void **state)
     /* Checkpoint so the WAL is folded in, then search every database file. */
     int st = sh(&out,
                 "sqlite3 %s/ckey.db 'PRAGMA wal_checkpoint;' >/dev/null; cat %s/ckey.db* | "
-                "grep -c -a -F '%s'",
+                "grep -c -a -F -e '%s'",
                 S.dir, S.dir, tok + 3);
     free(out);
     assert_int_equal(st, 1); /* grep: no match */

@@ -159,7 +159,7 @@ static void test_tokens(void **state)
     /* The token itself is nowhere in the database, only its hash. */
     char cmd[512];
     snprintf(cmd, sizeof cmd,
-             "sqlite3 %s/t.db 'PRAGMA wal_checkpoint' >/dev/null; grep -c -a -F '%s' %s/t.db* "
+             "sqlite3 %s/t.db 'PRAGMA wal_checkpoint' >/dev/null; grep -c -a -F -e '%s' %s/t.db* "
              ">/dev/null",
              f->dir, tok + 3, f->dir);
     assert_int_not_equal(system(cmd), 0);
