@@ -473,6 +473,49 @@ static void test_fifty_deps_at_most(void **state)
     free(b);
 }
 
+/* An end user reaches their own mailbox and nothing else. */
+static void test_end_user_reaches_only_own_mailbox(void **state)
+{
+    char *out = NULL;
+    cli(&S, NULL, &out, "principal add --upn bob@contoso.com");
+    free(out);
+    char *bob = token_for(&S, "bob@contoso.com", "1h", NULL);
+    struct http_result r;
+    http(&S, "GET", "/tenants/contoso/mailboxes/bob@contoso.com/items/msg-000007", bob, NULL, 0,
+         NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, MSGLEN[6]);
+    assert_memory_equal(r.body, MSG[6], MSGLEN[6]);
+    http_free(&r);
+    http(&S, "GET", "/tenants/contoso/mailboxes/bob@contoso.com", bob, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+    const char *mine = "Subject: note to self\n\nhello\n";
+    http(&S, "PUT", "/tenants/contoso/mailboxes/bob@contoso.com/items/note-1", bob, mine,
+         strlen(mine), NULL, &r);
+    assert_int_equal(r.status, 201);
+    http_free(&r);
+    /* Not another user's mailbox, not policies, not assignments. */
+    http(&S, "GET", "/tenants/contoso/mailboxes/carol@contoso.com/items/i0001", bob, NULL, 0, NULL,
+         &r);
+    assert_int_equal(r.status, 403);
+    assert_null(strstr(r.body, "carol's message"));
+    http_free(&r);
+    http(&S, "GET", "/tenants/contoso/deps", bob, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 403);
+    http_free(&r);
+    const char *none = "{\"dataEncryptionPolicy\":null}";
+    http(&S, "PATCH", "/tenants/contoso/mailboxes/bob@contoso.com", bob, none, strlen(none), NULL,
+         &r);
+    assert_int_equal(r.status, 403);
+    http_free(&r);
+    http(&S, "DELETE", "/tenants/contoso/mailboxes/bob@contoso.com/items/note-1", bob, NULL, 0,
+         NULL, &r);
+    assert_int_equal(r.status, 204);
+    http_free(&r);
+    free(bob);
+}
+
 static char *dep_id_of(const char *name)
 {
     json_t *d = cli_json(0, "dep get --tenant contoso %s", name);
@@ -551,6 +594,7 @@ int main(void)
         cmocka_unit_test(test_bad_assignments_change_nothing),
         cmocka_unit_test(test_fifty_deps_at_most),
         cmocka_unit_test(test_crash_during_reencryption),
+        cmocka_unit_test(test_end_user_reaches_only_own_mailbox),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
