@@ -327,11 +327,12 @@ static ck_err check_root(struct ck_deps *d, const char *which, const char *uri,
         char msg[512];
         snprintf(msg, sizeof msg, "%s", ck_err_msg());
         ck_err cls = ck_keyprov_classify(rc);
-        return invalid(which, uri,
-                       cls == CK_EUNAVAIL
-                           ? "is not reachable"
-                           : "cannot be read by the mail service principal: grant it get, "
-                             "wrapKey and unwrapKey on the vault");
+        return ck_err_set(CK_EINVAL, "%s (%s) %s (%s)", which, uri,
+                          cls == CK_EUNAVAIL
+                              ? "is not reachable"
+                              : "does not exist or cannot be read by the mail service principal: "
+                                "grant it get, wrapKey and unwrapKey on the vault",
+                          msg);
     }
     if (strncmp(info->kty, "RSA", 3) != 0)
         return invalid(which, uri, "is not an RSA key");
