@@ -25,17 +25,10 @@ static int list(struct cli *c, int argc, char **argv)
     char *path = ck_sprintf("/admin/audit?after=%s&max=%s", ea, em);
     free(ea);
     free(em);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
     static const char *const cols[] = {
         "SEQ=seq",       "TIME=time",     "PRINCIPAL=principal", "OPERATION=operation",
         "TARGET=target", "RESULT=result", "REQUEST ID=requestId"};
-    cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
-    json_decref(resp);
-    return 0;
+    return cli_call_table(c, path, cols, sizeof cols / sizeof *cols);
 }
 
 static int verify(struct cli *c, int argc, char **argv)

@@ -69,6 +69,9 @@ int cli_fail(void);
  * and body (may be NULL) and frees them. Returns the exit status. */
 int cli_call_show(struct cli *c, const char *method, char *path, json_t *body,
                   void (*print)(struct cli *c, json_t *resp));
+/* GETs path (malloc'd; freed) and prints the answer's "value" list as a
+ * table of the given columns. Returns the exit status. */
+int cli_call_table(struct cli *c, char *path, const char *const *columns, size_t ncol);
 /* Calls the server; prints nothing. */
 ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp);
 /* The same with a raw body (NULL: none) and a raw answer (*resp, optional,

@@ -258,6 +258,18 @@ int cli_call_show(struct cli *c, const char *method, char *path, json_t *body,
     return 0;
 }
 
+int cli_call_table(struct cli *c, char *path, const char *const *columns, size_t ncol)
+{
+    json_t *resp = NULL;
+    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
+    free(path);
+    if (rc != CK_OK)
+        return cli_fail();
+    cli_print_table(c, json_object_get(resp, "value"), columns, ncol);
+    json_decref(resp);
+    return 0;
+}
+
 void cli_print_json(json_t *v)
 {
     char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);

@@ -156,20 +156,13 @@ static int dep_get(struct cli *c, int argc, char **argv)
         return st;
     }
     char *path = cli_path("/tenants/%s/deps", tenant);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
     static const char *const cols[] = {"NAME=Name",
                                        "IDENTITY=Identity",
                                        "ENABLED=Enabled",
                                        "KEYVERSIONS=KeyVersions",
                                        "WHENCHANGEDUTC=WhenChangedUTC",
                                        "PURGEREQUESTED=PermanentDataPurgeRequested"};
-    cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
-    json_decref(resp);
-    return 0;
+    return cli_call_table(c, path, cols, sizeof cols / sizeof *cols);
 }
 
 static int dep_set(struct cli *c, int argc, char **argv)

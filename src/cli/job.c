@@ -29,17 +29,10 @@ static int job_list(struct cli *c, int argc, char **argv)
     if (a.npos)
         return cli_usage_error("job list takes no arguments");
     char *path = cli_path("/tenants/%s/jobs", tenant);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
     static const char *const cols[] = {
         "ID=id",           "KIND=kind",       "TARGET=target",     "STATE=state",
         "PERCENT=percent", "CREATED=created", "FINISHED=finished", "ERROR=error"};
-    cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
-    json_decref(resp);
-    return 0;
+    return cli_call_table(c, path, cols, sizeof cols / sizeof *cols);
 }
 
 static int job_show(struct cli *c, int argc, char **argv)

@@ -214,19 +214,12 @@ static int mailbox_list(struct cli *c, int argc, char **argv)
     if (a.npos)
         return cli_usage_error("mailbox list takes no arguments");
     char *path = cli_path("/tenants/%s/mailboxes", tenant);
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
     static const char *const cols[] = {
         "IDENTITY=Identity",       "DEP=DataEncryptionPolicyID", "ENCRYPTED=IsEncrypted",
         "ITEMS=ItemCount",         "SIZE=TotalItemSize",         "PENDING=PendingItems",
         "PERCENT=PercentComplete", "MIGRATED=Migrated",
     };
-    cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
-    json_decref(resp);
-    return 0;
+    return cli_call_table(c, path, cols, sizeof cols / sizeof *cols);
 }
 
 /* ---------- stats ---------- */

@@ -68,16 +68,9 @@ static int list(struct cli *c, int argc, char **argv)
     } else {
         path = ck_strdup("/admin/tokens");
     }
-    json_t *resp = NULL;
-    ck_err rc = cli_call(c, "GET", path, NULL, &resp);
-    free(path);
-    if (rc != CK_OK)
-        return cli_fail();
     static const char *const cols[] = {"ID=id", "PRINCIPAL=principal", "STATE=state",
                                        "CREATED=created", "EXPIRES=expires"};
-    cli_print_table(c, json_object_get(resp, "value"), cols, sizeof cols / sizeof *cols);
-    json_decref(resp);
-    return 0;
+    return cli_call_table(c, path, cols, sizeof cols / sizeof *cols);
 }
 
 static int revoke(struct cli *c, int argc, char **argv)
