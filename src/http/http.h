@@ -30,6 +30,33 @@
 
 #define CK_HTTP_JSON_LIMIT (1u << 20)
 
+struct ck_http_req;
+struct ck_http_resp;
+
+/* A streamed request body (routes flagged CK_ROUTE_STREAM). The handler
+ * runs once, when the headers are in and before any body byte is read; it
+ * may refuse at once by returning an error, or accept by setting
+ * req->stream. Then data() gets the body piece by piece, and end() runs
+ * once the body is complete to fill the response. An error from data()
+ * answers the request with that error once the client stops sending (the
+ * rest of the body is read and dropped). free() is always called last. */
+struct ck_http_stream {
+    void *ctx;
+    ck_err (*data)(void *ctx, const uint8_t *p, size_t n);
+    ck_err (*end)(void *ctx, struct ck_http_req *req, struct ck_http_resp *resp);
+    void (*free)(void *ctx);
+};
+
+/* A streamed response body: read() fills up to max bytes into buf and
+ * sets *got (0 = the end); an error ends the response early (the client
+ * sees a truncated body, as it must: the status line is already sent). */
+struct ck_http_reader {
+    void *ctx;
+    ck_err (*read)(void *ctx, uint8_t *buf, size_t max, size_t *got);
+    void (*free)(void *ctx);
+    int64_t size; /* -1: unknown (chunked transfer) */
+};
+
 struct ck_http_req {
     const char *method;
     const char *path; /* raw path, no query */
@@ -39,9 +66,10 @@ struct ck_http_req {
     const char *origin; /* "https://" + Host: for kid, nextLink and other links */
     char request_id[37];
     struct ck_buf body;
-    json_t *json;    /* parsed body of a JSON route; NULL when the body was empty */
-    void *principal; /* from the authenticate callback; NULL on public routes */
-    void *ctx;       /* the route's context pointer */
+    json_t *json;                 /* parsed body of a JSON route; NULL when the body was empty */
+    void *principal;              /* from the authenticate callback; NULL on public routes */
+    void *ctx;                    /* the route's context pointer */
+    struct ck_http_stream stream; /* set by a CK_ROUTE_STREAM handler */
     /* internal */
     const char *const *param_names_;
     char **param_values_;
@@ -50,11 +78,12 @@ struct ck_http_req {
 };
 
 struct ck_http_resp {
-    unsigned status;          /* 0 means 200 */
-    json_t *json;             /* body, owned (decref'd by the server); NULL for no body */
-    struct ck_buf raw;        /* alternative raw body, owned */
-    const char *content_type; /* default application/json; charset=utf-8 */
-    char *location;           /* optional Location header, owned */
+    unsigned status;              /* 0 means 200 */
+    json_t *json;                 /* body, owned (decref'd by the server); NULL for no body */
+    struct ck_buf raw;            /* alternative raw body, owned */
+    const char *content_type;     /* default application/json; charset=utf-8 */
+    char *location;               /* optional Location header, owned */
+    struct ck_http_reader reader; /* when reader.read is set: a streamed body */
 };
 
 typedef ck_err (*ck_http_handler)(struct ck_http_req *req, struct ck_http_resp *resp);
@@ -62,6 +91,7 @@ typedef ck_err (*ck_http_handler)(struct ck_http_req *req, struct ck_http_resp *
 enum ck_route_flags {
     CK_ROUTE_PUBLIC = 1 << 0, /* no authentication (only /healthz and the like) */
     CK_ROUTE_RAW = 1 << 1,    /* body is not JSON; not parsed */
+    CK_ROUTE_STREAM = 1 << 2, /* body streamed to the handler (implies raw; see ck_http_stream) */
 };
 
 struct ck_router;

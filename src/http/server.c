@@ -35,12 +35,20 @@ struct req_state {
     bool matched;
     bool responded; /* a response was queued on the first call */
     bool too_big;
+    /* Streamed bodies: the handler's stream, and its first failure. */
+    bool streaming;
+    size_t streamed;
+    ck_err stream_rc;
+    char stream_msg[512];
+    const char *stream_code, *stream_inner;
     int64_t start_ms;
     unsigned status;
     const char *principal_name;
     char *principal_name_copy;
     struct ck_http_server *srv;
 };
+
+static bool begin_stream(struct req_state *st, enum MHD_Result *ret);
 
 /* Keep the URL as sent: we split it into segments first and decode each
  * segment after, so an encoded '/' inside a name cannot add a segment. */
@@ -207,7 +215,141 @@ static bool begin_request(struct req_state *st, struct MHD_Connection *conn, con
                                          st->match.max_body));
         return true;
     }
+    if (st->match.flags & CK_ROUTE_STREAM)
+        return begin_stream(st, ret);
     return false;
+}
+
+/* libmicrohttpd pulls a streamed response through these. */
+struct reader_box {
+    struct ck_http_reader r;
+};
+
+static ssize_t reader_cb(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct reader_box *b = cls;
+    size_t got = 0;
+    if (b->r.read(b->r.ctx, (uint8_t *)buf, max, &got) != CK_OK) {
+        ck_log(CK_LOG_ERROR, "a streamed response ended early", "detail", ck_err_msg(), NULL);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    return got ? (ssize_t)got : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void reader_free(void *cls)
+{
+    struct reader_box *b = cls;
+    if (b->r.free)
+        b->r.free(b->r.ctx);
+    free(b);
+}
+
+static enum MHD_Result send_reader(struct req_state *st, struct ck_http_resp *resp)
+{
+    struct reader_box *b = ck_xcalloc(1, sizeof *b);
+    b->r = resp->reader;
+    memset(&resp->reader, 0, sizeof resp->reader); /* the box owns it now */
+    struct MHD_Response *r =
+        MHD_create_response_from_callback(b->r.size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)b->r.size,
+                                          64 * 1024, reader_cb, b, reader_free);
+    if (!r) {
+        reader_free(b);
+        return MHD_NO;
+    }
+    add_common_headers(r, st);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->content_type ? resp->content_type : "application/octet-stream");
+    st->status = resp->status ? resp->status : 200;
+    enum MHD_Result ret = MHD_queue_response(st->req.conn_, st->status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Answers with the handler's outcome and releases the response. */
+static enum MHD_Result send_resp(struct req_state *st, ck_err rc, struct ck_http_resp *resp)
+{
+    enum MHD_Result ret;
+    if (rc != CK_OK) {
+        ret = send_error(st, rc);
+    } else if (resp->reader.read) {
+        ret = send_reader(st, resp);
+    } else if (resp->json) {
+        char *s = json_dumps(resp->json, JSON_COMPACT);
+        ret = send_body(st, resp->status ? resp->status : 200, NULL, s, s ? strlen(s) : 0,
+                        resp->location);
+        if (s)
+            ck_wipe(s, strlen(s));
+        free(s);
+    } else {
+        ret = send_body(st, resp->status ? resp->status : 200,
+                        resp->raw.n ? resp->content_type : NULL, resp->raw.p, resp->raw.n,
+                        resp->location);
+    }
+    if (resp->reader.free) /* not sent: an error came first */
+        resp->reader.free(resp->reader.ctx);
+    json_decref(resp->json);
+    ck_wipe(resp->raw.p, resp->raw.n);
+    ck_buf_free(&resp->raw);
+    free(resp->location);
+    return ret;
+}
+
+/* A CK_ROUTE_STREAM route meets its handler before the body: it refuses, or
+ * accepts by setting req->stream. Returns true when a response was queued. */
+static bool begin_stream(struct req_state *st, enum MHD_Result *ret)
+{
+    struct ck_http_resp resp = {0};
+    ck_err_clear();
+    ck_err rc = st->match.handler(&st->req, &resp);
+    if (rc == CK_OK && st->req.stream.data && st->req.stream.end) {
+        st->streaming = true;
+        return false;
+    }
+    if (rc == CK_OK && !resp.json && !resp.raw.n && !resp.reader.read && !resp.status)
+        rc = ck_err_set(CK_EINTERNAL, "a streaming handler neither accepted nor answered");
+    *ret = send_resp(st, rc, &resp);
+    return true;
+}
+
+static void stream_fail(struct req_state *st, ck_err rc)
+{
+    if (st->stream_rc != CK_OK)
+        return;
+    st->stream_rc = rc;
+    snprintf(st->stream_msg, sizeof st->stream_msg, "%s", ck_err_msg());
+    st->stream_code = ck_err_code_get();
+    st->stream_inner = ck_err_inner_get();
+}
+
+static void stream_data(struct req_state *st, const char *p, size_t n)
+{
+    if (st->stream_rc != CK_OK)
+        return;
+    st->streamed += n;
+    if (st->streamed > st->match.max_body) {
+        stream_fail(st,
+                    ck_err_set(CK_ETOOBIG, "the request body is larger than the limit of %zu bytes",
+                               st->match.max_body));
+        return;
+    }
+    ck_err_clear();
+    ck_err rc = st->req.stream.data(st->req.stream.ctx, (const uint8_t *)p, n);
+    if (rc != CK_OK)
+        stream_fail(st, rc);
+}
+
+static enum MHD_Result stream_end(struct req_state *st)
+{
+    struct ck_http_resp resp = {0};
+    ck_err rc = st->stream_rc;
+    if (rc == CK_OK) {
+        ck_err_clear();
+        rc = st->req.stream.end(st->req.stream.ctx, &st->req, &resp);
+    } else {
+        ck_err_set(rc, "%s", st->stream_msg);
+        ck_err_code(st->stream_code, st->stream_inner);
+    }
+    return send_resp(st, rc, &resp);
 }
 
 static enum MHD_Result dispatch(struct req_state *st)
@@ -232,23 +374,7 @@ static enum MHD_Result dispatch(struct req_state *st)
     struct ck_http_resp resp = {0};
     ck_err_clear();
     ck_err rc = st->match.handler(req, &resp);
-    enum MHD_Result ret;
-    if (rc != CK_OK) {
-        ret = send_error(st, rc);
-    } else if (resp.json) {
-        char *s = json_dumps(resp.json, JSON_COMPACT);
-        ret = send_body(st, resp.status ? resp.status : 200, NULL, s, s ? strlen(s) : 0,
-                        resp.location);
-        free(s);
-    } else {
-        ret = send_body(st, resp.status ? resp.status : 200, resp.raw.n ? resp.content_type : NULL,
-                        resp.raw.p, resp.raw.n, resp.location);
-    }
-    json_decref(resp.json);
-    ck_wipe(resp.raw.p, resp.raw.n);
-    ck_buf_free(&resp.raw);
-    free(resp.location);
-    return ret;
+    return send_resp(st, rc, &resp);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -271,6 +397,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         /* A response is queued; discard whatever body still arrives. */
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (st->streaming) {
+        if (*upload_data_size > 0) {
+            stream_data(st, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        st->responded = true;
+        return stream_end(st);
     }
     if (*upload_data_size > 0) {
         if (!st->too_big && st->req.body.n + *upload_data_size <= st->match.max_body)
@@ -299,6 +434,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
            st->principal_name ? st->principal_name : "-", "completed",
            toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted", NULL);
     struct ck_http_req *req = &st->req;
+    if (req->stream.free)
+        req->stream.free(req->stream.ctx);
     if (req->principal && srv->cfg.auth.principal_free)
         srv->cfg.auth.principal_free(req->principal);
     for (size_t i = 0; i < req->nseg; i++)
