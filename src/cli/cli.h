@@ -72,6 +72,9 @@ int cli_call_show(struct cli *c, const char *method, char *path, json_t *body,
 /* GETs path (malloc'd; freed) and prints the answer's "value" list as a
  * table of the given columns. Returns the exit status. */
 int cli_call_table(struct cli *c, char *path, const char *const *columns, size_t ncol);
+/* Creates c->client (token, CA) when it is not there yet; for the streamed
+ * calls of client.h. */
+ck_err cli_connect(struct cli *c);
 /* Calls the server; prints nothing. */
 ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp);
 /* The same with a raw body (NULL: none) and a raw answer (*resp, optional,
@@ -111,5 +114,9 @@ int cli_dep(struct cli *c, int argc, char **argv);
 int cli_mailuser(struct cli *c, int argc, char **argv);
 int cli_mailbox(struct cli *c, int argc, char **argv);
 int cli_job(struct cli *c, int argc, char **argv);
+int cli_geo(struct cli *c, int argc, char **argv);
+int cli_site(struct cli *c, int argc, char **argv);
+int cli_file(struct cli *c, int argc, char **argv);
+int cli_spodep(struct cli *c, int argc, char **argv);
 
 #endif

@@ -164,6 +164,11 @@ static ck_err connect(struct cli *c)
     return rc;
 }
 
+ck_err cli_connect(struct cli *c)
+{
+    return connect(c);
+}
+
 ck_err cli_call(struct cli *c, const char *method, const char *path, json_t *body, json_t **resp)
 {
     CK_TRY(connect(c));

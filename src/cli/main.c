@@ -27,6 +27,11 @@ static const char usage[] =
     "  mailuser      mail users and the DEP they migrate under (New/Set-MailUser)\n"
     "  mailbox       mailboxes: assign DEPs, statistics, mbox import, items\n"
     "  job           background jobs (re-encryption) and their progress\n"
+    "  geo           add and list a tenant's geos (files)\n"
+    "  site          sites of a geo, and their encryption status\n"
+    "  file          put, get, list and delete files in a site\n"
+    "  spo-dep       a geo's data encryption policy for files (Register/Get/Update/\n"
+    "                Restore-SPODataEncryptionPolicy)\n"
     "\n"
     "Global options (anywhere on the line):\n"
     "  --url URL          server URL (CKEY_URL; default https://127.0.0.1:8443)\n"
@@ -50,7 +55,9 @@ static int dispatch(struct cli *c, int argc, char **argv)
         {"vault", cli_vault},       {"key", cli_key},
         {"tenant", cli_tenant},     {"dep", cli_dep},
         {"mailuser", cli_mailuser}, {"mailbox", cli_mailbox},
-        {"job", cli_job},
+        {"job", cli_job},           {"geo", cli_geo},
+        {"site", cli_site},         {"file", cli_file},
+        {"spo-dep", cli_spodep},
     };
     for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
         if (strcmp(argv[0], nouns[i].name) == 0)

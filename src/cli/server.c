@@ -40,19 +40,23 @@ static const char help[] =
     "  --job-workers N       re-encryption workers (default 2)\n"
     "  --job-lease SECONDS   how long a worker's claim on a job lasts (default 10)\n"
     "  --job-throttle-ms N   pause between re-encryption batches (default 0)\n"
+    "  --tik-cache-ttl SECONDS   how long unwrapped TIKs stay cached (default 3600)\n"
+    "  --tik-refresh-ahead SECONDS   refresh a TIK this long before it expires\n"
+    "                        (default a quarter of the TTL)\n"
     "\n"
     "SIGTERM or SIGINT drains requests in flight and exits.\n";
 
 int cli_server(struct cli *c, int argc, char **argv)
 {
     struct cli_args a;
-    if (!cli_parse(argc, argv,
-                   "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
-                   "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,"
-                   "availability-store=,availability-key-file=,vault-cacert=,vault-token-file=,"
-                   "key-cache-ttl=,"
-                   "job-workers=,job-lease=,job-throttle-ms=,help",
-                   &a))
+    if (!cli_parse(
+            argc, argv,
+            "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
+            "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,"
+            "availability-store=,availability-key-file=,vault-cacert=,vault-token-file=,"
+            "key-cache-ttl=,"
+            "job-workers=,job-lease=,job-throttle-ms=,tik-cache-ttl=,tik-refresh-ahead=,help",
+            &a))
         return 2;
     if (cli_has(&a, "help")) {
         fputs(help, stdout);
@@ -89,12 +93,11 @@ int cli_server(struct cli *c, int argc, char **argv)
     static const struct {
         const char *flag;
         long min, max;
-    } numbers[] = {{"key-cache-ttl", 1, 86400},
-                   {"job-workers", 1, 64},
-                   {"job-lease", 2, 3600},
-                   {"job-throttle-ms", 0, 60000}};
-    long values[4] = {0, 0, 0, 0};
-    for (size_t i = 0; i < 4; i++) {
+    } numbers[] = {{"key-cache-ttl", 1, 86400},     {"job-workers", 1, 64},
+                   {"job-lease", 2, 3600},          {"job-throttle-ms", 0, 60000},
+                   {"tik-cache-ttl", 2, 7 * 86400}, {"tik-refresh-ahead", 1, 86400}};
+    long values[6] = {0, 0, 0, 0, 0, 0};
+    for (size_t i = 0; i < 6; i++) {
         const char *v = cli_get(&a, numbers[i].flag);
         if (!v)
             continue;
@@ -108,6 +111,8 @@ int cli_server(struct cli *c, int argc, char **argv)
     o.job_workers = (unsigned)values[1];
     o.job_lease = values[2];
     o.job_throttle_ms = (unsigned)values[3];
+    o.tik_cache_ttl = values[4];
+    o.tik_refresh_ahead = values[5];
     const char *hk = cli_get(&a, "housekeeping-interval");
     if (hk) {
         char *end;

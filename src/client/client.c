@@ -4,9 +4,11 @@
 #include "client/client.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct ck_client {
     CURL *curl;
@@ -120,39 +122,38 @@ static ck_err status_err(long status)
     }
 }
 
-/* One request, shared by the JSON and the raw calls: body (n bytes, NULL for
- * none) goes with content_type; the answer's bytes land in *got, which the
- * caller wipes and frees. A transport failure or a non-2xx answer becomes
- * the error the module comment describes. */
-static ck_err perform(struct ck_client *c, const char *method, const char *path,
-                      const uint8_t *body, size_t n, const char *content_type, const char *accept,
-                      long *status, struct ck_buf *got)
+/* The parts of a request that every call shares: the URL, the headers
+ * (Accept, Content-Type when given, Authorization; Expect: 100-continue
+ * only when expect), and the handle's options. *url and *hdr are the
+ * caller's to free after the transfer. */
+static ck_err prepare(struct ck_client *c, const char *method, const char *path,
+                      const char *content_type, const char *accept, bool expect, long timeout_ms,
+                      char **url_out, struct curl_slist **hdr_out)
 {
     CURL *h = c->curl;
     c->retry_after = 0;
-    if (status)
-        *status = 0;
     bool absolute = strncmp(path, "https://", 8) == 0;
     if (!absolute && !c->url)
         return ck_err_set(CK_EINVAL, "'%s' is not an absolute https:// URL", path);
     char *url = absolute ? ck_strdup(path) : ck_sprintf("%s%s", c->url, path);
     char *accept_hdr = ck_sprintf("Accept: %s", accept);
-    char *type_hdr = body && content_type ? ck_sprintf("Content-Type: %s", content_type) : NULL;
+    char *type_hdr = content_type ? ck_sprintf("Content-Type: %s", content_type) : NULL;
     struct curl_slist *hdr = NULL;
     hdr = curl_slist_append(hdr, accept_hdr);
     if (type_hdr)
         hdr = curl_slist_append(hdr, type_hdr);
     if (c->auth_header)
         hdr = curl_slist_append(hdr, c->auth_header);
-    hdr = curl_slist_append(hdr, "Expect:");
+    if (!expect)
+        hdr = curl_slist_append(hdr, "Expect:");
+    free(accept_hdr);
+    free(type_hdr);
 
     curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, got);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->timeout_ms < 10000 ? c->timeout_ms : 10000L);
     if (c->max_connections > 0)
         curl_easy_setopt(h, CURLOPT_MAXCONNECTS, c->max_connections);
@@ -162,6 +163,57 @@ static ck_err perform(struct ck_client *c, const char *method, const char *path,
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     if (c->cacert)
         curl_easy_setopt(h, CURLOPT_CAINFO, c->cacert);
+    *url_out = url;
+    *hdr_out = hdr;
+    return CK_OK;
+}
+
+/* After curl_easy_perform: a transport failure, or a non-2xx answer whose
+ * error body (in got) gives the message. *code gets the status. */
+static ck_err finish(struct ck_client *c, CURLcode cc, const char *url, const struct ck_buf *got,
+                     long *code)
+{
+    CURL *h = c->curl;
+    *code = 0;
+    if (cc != CURLE_OK) {
+        /* Name the origin actually asked, without path or query. */
+        const char *slash = strchr(url + 8, '/');
+        return ck_err_set(CK_EUNAVAIL, "cannot reach %.*s: %s",
+                          slash ? (int)(slash - url) : (int)strlen(url), url,
+                          curl_easy_strerror(cc));
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, code);
+    curl_off_t retry_after = 0;
+    if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
+        c->retry_after = retry_after > 86400 ? 86400 : (long)retry_after;
+    if (*code < 200 || *code > 299) {
+        json_t *parsed = got->n ? json_loadb((const char *)got->p, got->n, 0, NULL) : NULL;
+        json_t *msg = json_object_get(json_object_get(parsed, "error"), "message");
+        ck_err rc = ck_err_set(status_err(*code), "%s",
+                               json_is_string(msg) ? json_string_value(msg) : "unexpected answer");
+        json_decref(parsed);
+        return rc;
+    }
+    return CK_OK;
+}
+
+/* One request, shared by the JSON and the raw calls: body (n bytes, NULL for
+ * none) goes with content_type; the answer's bytes land in *got, which the
+ * caller wipes and frees. A transport failure or a non-2xx answer becomes
+ * the error the module comment describes. */
+static ck_err perform(struct ck_client *c, const char *method, const char *path,
+                      const uint8_t *body, size_t n, const char *content_type, const char *accept,
+                      long *status, struct ck_buf *got)
+{
+    CURL *h = c->curl;
+    if (status)
+        *status = 0;
+    char *url = NULL;
+    struct curl_slist *hdr = NULL;
+    CK_TRY(prepare(c, method, path, body ? content_type : NULL, accept, false, c->timeout_ms, &url,
+                   &hdr));
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, got);
     if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
@@ -172,33 +224,162 @@ static ck_err perform(struct ck_client *c, const char *method, const char *path,
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
     }
 
-    ck_err rc = CK_OK;
     long code = 0;
-    CURLcode cc = curl_easy_perform(h);
-    if (cc != CURLE_OK) {
-        /* Name the origin actually asked, without path or query. */
-        const char *slash = strchr(url + 8, '/');
-        rc = ck_err_set(CK_EUNAVAIL, "cannot reach %.*s: %s",
-                        slash ? (int)(slash - url) : (int)strlen(url), url, curl_easy_strerror(cc));
-        goto out;
-    }
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-    curl_off_t retry_after = 0;
-    if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &retry_after) == CURLE_OK && retry_after > 0)
-        c->retry_after = retry_after > 86400 ? 86400 : (long)retry_after;
-    if (code < 200 || code > 299) {
-        json_t *parsed = got->n ? json_loadb((const char *)got->p, got->n, 0, NULL) : NULL;
-        json_t *msg = json_object_get(json_object_get(parsed, "error"), "message");
-        rc = ck_err_set(status_err(code), "%s",
-                        json_is_string(msg) ? json_string_value(msg) : "unexpected answer");
-        json_decref(parsed);
-    }
-out:
+    ck_err rc = finish(c, curl_easy_perform(h), url, got, &code);
     if (status)
         *status = code;
     curl_slist_free_all(hdr);
-    free(accept_hdr);
-    free(type_hdr);
+    free(url);
+    return rc;
+}
+
+/* ---------- streamed bodies ---------- */
+
+/* A stalled transfer (under 1 byte/s for this long) fails; a long one that
+ * moves does not: streamed calls have no whole-request timeout. */
+#define STREAM_STALL_S 120L
+
+struct xfer {
+    struct ck_client *c;
+    int fd;
+    int64_t done, total;
+    ck_client_progress progress;
+    void *pctx;
+    struct ck_buf answer; /* the JSON answer of an upload; a download's error body */
+    ck_err io_rc;         /* a local read or write failure */
+};
+
+static void xfer_progress(struct xfer *x)
+{
+    if (x->progress)
+        x->progress(x->pctx, x->done, x->total);
+}
+
+static size_t on_upload(char *buf, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    for (;;) {
+        ssize_t r = read(x->fd, buf, size * nmemb);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            x->io_rc = ck_err_set(CK_EIO, "cannot read the file to send: %s", strerror(errno));
+            return CURL_READFUNC_ABORT;
+        }
+        x->done += r;
+        xfer_progress(x);
+        return (size_t)r;
+    }
+}
+
+static size_t on_download(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct xfer *x = ud;
+    size_t n = size * nmemb;
+    long code = 0;
+    curl_easy_getinfo(x->c->curl, CURLINFO_RESPONSE_CODE, &code);
+    if (code < 200 || code > 299)
+        return on_data(p, size, nmemb, &x->answer);
+    if (x->total < 0) {
+        curl_off_t len = -1;
+        if (curl_easy_getinfo(x->c->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) == CURLE_OK)
+            x->total = len;
+    }
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(x->fd, p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) {
+            x->io_rc = ck_err_set(CK_EIO, "cannot write the file: %s", strerror(errno));
+            return 0;
+        }
+        off += (size_t)w;
+    }
+    x->done += (int64_t)n;
+    xfer_progress(x);
+    return n;
+}
+
+static void stream_options(CURL *h)
+{
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, STREAM_STALL_S);
+}
+
+ck_err ck_client_upload(struct ck_client *c, const char *method, const char *path, int fd,
+                        int64_t size, ck_client_progress progress, void *pctx, long *status,
+                        json_t **resp)
+{
+    CURL *h = c->curl;
+    if (status)
+        *status = 0;
+    if (resp)
+        *resp = NULL;
+    char *url = NULL;
+    struct curl_slist *hdr = NULL;
+    CK_TRY(prepare(c, method, path, "application/octet-stream", "application/json", true, 0, &url,
+                   &hdr));
+    struct xfer x = {.c = c, .fd = fd, .total = size, .progress = progress, .pctx = pctx};
+    stream_options(h);
+    curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
+    curl_easy_setopt(h, CURLOPT_READDATA, &x);
+    if (size >= 0)
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)size);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x.answer);
+    long code = 0;
+    CURLcode cc = curl_easy_perform(h);
+    ck_err rc = x.io_rc != CK_OK ? x.io_rc : finish(c, cc, url, &x.answer, &code);
+    if (rc == CK_OK && resp && x.answer.n) {
+        *resp = json_loadb((const char *)x.answer.p, x.answer.n, 0, NULL);
+        if (!*resp)
+            rc = ck_err_set(CK_EINTERNAL, "the server's answer is not JSON");
+    }
+    if (status)
+        *status = code;
+    ck_buf_free(&x.answer);
+    curl_slist_free_all(hdr);
+    free(url);
+    return rc;
+}
+
+ck_err ck_client_download(struct ck_client *c, const char *path, int fd,
+                          ck_client_progress progress, void *pctx, long *status, int64_t *got,
+                          int64_t *expected)
+{
+    CURL *h = c->curl;
+    if (status)
+        *status = 0;
+    *got = 0;
+    *expected = -1;
+    char *url = NULL;
+    struct curl_slist *hdr = NULL;
+    CK_TRY(prepare(c, "GET", path, NULL, "*/*", false, 0, &url, &hdr));
+    struct xfer x = {.c = c, .fd = fd, .total = -1, .progress = progress, .pctx = pctx};
+    stream_options(h);
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_download);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+    CURLcode cc = curl_easy_perform(h);
+    long code = 0;
+    ck_err rc = x.io_rc != CK_OK ? x.io_rc : finish(c, cc, url, &x.answer, &code);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    curl_off_t len = -1;
+    if (curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) == CURLE_OK)
+        *expected = len;
+    if (code >= 200 && code <= 299) {
+        *got = x.done;
+        /* A body shorter than announced is a failure even when curl did
+         * not notice (a connection closed without Content-Length). */
+        if (rc == CK_OK && *expected >= 0 && *got != *expected)
+            rc = ck_err_set(CK_EUNAVAIL, "the server stopped after %lld of %lld bytes",
+                            (long long)*got, (long long)*expected);
+    }
+    if (status)
+        *status = code;
+    ck_buf_free(&x.answer);
+    curl_slist_free_all(hdr);
     free(url);
     return rc;
 }

@@ -51,6 +51,23 @@ ck_err ck_client_json(struct ck_client *c, const char *method, const char *path,
 ck_err ck_client_raw(struct ck_client *c, const char *method, const char *path, const uint8_t *body,
                      size_t n, const char *content_type, long *status, struct ck_buf *resp);
 
+/* Streamed bodies, for files of any size: no whole-request timeout (a
+ * transfer stalled for two minutes fails instead). progress (may be NULL)
+ * is called with the bytes moved so far and the total (-1 when unknown). */
+typedef void (*ck_client_progress)(void *ctx, int64_t done, int64_t total);
+/* Sends size bytes read from fd (size -1: until EOF, chunked) as an
+ * application/octet-stream body; *resp (optional) gets the JSON answer. */
+ck_err ck_client_upload(struct ck_client *c, const char *method, const char *path, int fd,
+                        int64_t size, ck_client_progress progress, void *pctx, long *status,
+                        json_t **resp);
+/* GETs path and writes a 2xx answer's body to fd as it arrives (an error
+ * answer is not written; it becomes the error as above). *got gets the
+ * bytes written, *expected the Content-Length (-1 when none). A body that
+ * ends before Content-Length is CK_EUNAVAIL, with *got < *expected. */
+ck_err ck_client_download(struct ck_client *c, const char *path, int fd,
+                          ck_client_progress progress, void *pctx, long *status, int64_t *got,
+                          int64_t *expected);
+
 /* Replaces the bearer token (NULL: none) for the following calls; the old
  * one is wiped. */
 void ck_client_set_token(struct ck_client *c, const char *token);

@@ -18,6 +18,7 @@
 #include "jobs/jobs.h"
 #include "keyprov/keyprov.h"
 #include "mail/mail.h"
+#include "files/files.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +47,8 @@ struct server {
     struct ck_deps *deps;
     struct ck_jobs *jobs;
     struct ck_mail *mail;
+    struct ck_keyprov *files_keyprov;
+    struct ck_files *files;
     char *cert_pem;
     struct ck_secret key_pem;
     struct ck_router *router;
@@ -253,6 +256,8 @@ static void housekeeping_stop(struct server *sv)
 static void server_free(struct server *sv)
 {
     ck_jobs_close(sv->jobs); /* stops the workers first */
+    ck_files_close(sv->files);
+    ck_keyprov_free(sv->files_keyprov);
     ck_mail_close(sv->mail);
     ck_deps_close(sv->deps);
     ck_keyprov_free(sv->keyprov);
@@ -345,37 +350,57 @@ static ck_err open_availability(struct server *sv, const struct ck_server_option
     return rc;
 }
 
+/* A key provider calling vaults with token, which it consumes: the token is
+ * wiped and freed whatever happens (out NULL: only that). */
+static ck_err make_keyprov(char *token, const char *cacert, struct ck_keyprov **out)
+{
+    ck_err rc = CK_OK;
+    if (out) {
+        struct ck_keyprov_config kc = {.token = token, .cacert = cacert};
+        rc = ck_keyprov_new(&kc, out);
+    }
+    if (token) {
+        ck_wipe(token, strlen(token));
+        free(token);
+    }
+    return rc;
+}
+
 static ck_err setup_service(struct server *sv, const struct ck_server_options *o,
                             const char *cacert)
 {
     char *mail_token = NULL;
     CK_TRY(open_availability(sv, o));
-    for (size_t i = 0; i < sizeof service_principals / sizeof *service_principals; i++) {
-        char *t = NULL;
-        CK_TRY(service_token(sv, service_principals[i].name, service_principals[i].app_id, &t));
-        if (i == 0) {
-            mail_token = t;
-        } else {
-            ck_wipe(t, strlen(t));
-            free(t);
-        }
+    char *files_token = NULL;
+    ck_err trc =
+        service_token(sv, service_principals[0].name, service_principals[0].app_id, &mail_token);
+    if (trc == CK_OK)
+        trc = service_token(sv, service_principals[1].name, service_principals[1].app_id,
+                            &files_token);
+    if (trc != CK_OK) {
+        make_keyprov(mail_token, NULL, NULL);
+        return trc;
     }
     if (o->vault_token_file) {
         /* Vaults elsewhere know the mail service by the token they issued. */
         struct ck_secret t = {0};
         ck_wipe(mail_token, strlen(mail_token));
         free(mail_token);
-        CK_TRY(read_file(o->vault_token_file, 4096, &t));
+        if (read_file(o->vault_token_file, 4096, &t) != CK_OK) {
+            make_keyprov(files_token, NULL, NULL);
+            return CK_EIO;
+        }
         while (t.n && (t.p[t.n - 1] == '\n' || t.p[t.n - 1] == '\r'))
             t.p[--t.n] = '\0';
         mail_token = ck_strdup((const char *)t.p);
         ck_secret_free(&t);
     }
-    struct ck_keyprov_config kc = {.token = mail_token,
-                                   .cacert = o->vault_cacert ? o->vault_cacert : cacert};
-    ck_err rc = ck_keyprov_new(&kc, &sv->keyprov);
-    ck_wipe(mail_token, strlen(mail_token));
-    free(mail_token);
+    const char *ca = o->vault_cacert ? o->vault_cacert : cacert;
+    ck_err rc = make_keyprov(mail_token, ca, &sv->keyprov);
+    if (rc == CK_OK)
+        rc = make_keyprov(files_token, ca, &sv->files_keyprov);
+    else
+        make_keyprov(files_token, NULL, NULL);
     CK_TRY(rc);
     struct ck_deps_config dc = {
         .store = sv->store,
@@ -389,6 +414,19 @@ static ck_err setup_service(struct server *sv, const struct ck_server_options *o
     CK_TRY(ck_deps_open(&dc, &sv->deps));
     CK_TRY(ck_jobs_open(sv->store, &sv->jobs));
     CK_TRY(ck_mail_open(sv->store, sv->deps, sv->jobs, &sv->mail));
+    struct ck_files_config fc = {
+        .store = sv->store,
+        .availability_store = sv->avail_store,
+        .master_key = &sv->master,
+        .availability_master_key = &sv->avail_master,
+        .keyprov = sv->files_keyprov,
+        .jobs = sv->jobs,
+        .audit = sv->audit,
+        .tik_cache_ttl = o->tik_cache_ttl,
+        .tik_refresh_ahead = o->tik_refresh_ahead,
+    };
+    CK_TRY(ck_files_open(&fc, &sv->files));
+    sv->api.files = sv->files;
     sv->api.deps = sv->deps;
     sv->api.mail = sv->mail;
     sv->api.jobs = sv->jobs;
@@ -450,6 +488,7 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
         ck_api_register_tenants(sv->router, &sv->api);
         ck_api_register_deps(sv->router, &sv->api);
         ck_api_register_mail(sv->router, &sv->api);
+        ck_api_register_files(sv->router, &sv->api);
     }
 out:
     free(cert);

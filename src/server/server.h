@@ -42,6 +42,8 @@ struct ck_server_options {
     unsigned job_workers;              /* 0 = 2 */
     int64_t job_lease;                 /* seconds; 0 = 10 */
     unsigned job_throttle_ms;          /* pause between job steps; 0 = none */
+    int64_t tik_cache_ttl;             /* seconds unwrapped TIKs stay cached; 0 = 3600 */
+    int64_t tik_refresh_ahead;         /* refresh a TIK this long before expiry; 0 = ttl/4 */
 };
 
 /* The service principals' fixed application ids. */
