@@ -36,6 +36,7 @@ static const char help[] =
     "  --vault-cacert F      CAs for the vaults holding root keys (default: --tls-cert)\n"
     "  --vault-token-file F  the mail service's bearer token for vaults run elsewhere\n"
     "                        (default: a token this server issues itself)\n"
+    "  --files-vault-token-file F  the same for the files service\n"
     "  --key-cache-ttl SECONDS   how long unwrapped DEP keys stay cached (default 300)\n"
     "  --job-workers N       re-encryption workers (default 2)\n"
     "  --job-lease SECONDS   how long a worker's claim on a job lasts (default 10)\n"
@@ -54,6 +55,7 @@ int cli_server(struct cli *c, int argc, char **argv)
             "dev,data-dir=,listen=,tls-cert=,tls-key=,master-key-file=,store=,role=,"
             "default-vault=,vault-suffix=,threads=,housekeeping-interval=,log-level=,"
             "availability-store=,availability-key-file=,vault-cacert=,vault-token-file=,"
+            "files-vault-token-file=,"
             "key-cache-ttl=,"
             "job-workers=,job-lease=,job-throttle-ms=,tik-cache-ttl=,tik-refresh-ahead=,help",
             &a))
@@ -90,6 +92,7 @@ int cli_server(struct cli *c, int argc, char **argv)
     o.availability_key_file = cli_get(&a, "availability-key-file");
     o.vault_cacert = cli_get(&a, "vault-cacert");
     o.vault_token_file = cli_get(&a, "vault-token-file");
+    o.files_vault_token_file = cli_get(&a, "files-vault-token-file");
     static const struct {
         const char *flag;
         long min, max;

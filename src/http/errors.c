@@ -4,7 +4,8 @@
  *
  * Server-side failures (5xx) do not echo the internal message to the caller:
  * it may name files or statements. The caller gets the request id to quote,
- * and the full message goes to the log.
+ * and the full message goes to the log. 503 is the exception: its message
+ * says which dependency is unreachable, which the caller needs.
  */
 #include "http/http.h"
 
@@ -49,7 +50,9 @@ json_t *ck_http_error_body(ck_err e, const char *request_id)
     const char *code = ck_err_code_get() ? ck_err_code_get() : ck_http_code_of(e);
     json_t *err = json_object();
     json_object_set_new(err, "code", json_string(code));
-    if (status >= 500) {
+    /* 503 says which dependency is unavailable and that a retry may work:
+     * the caller needs that; other 5xx stay opaque. */
+    if (status >= 500 && status != 503) {
         char *msg = ck_sprintf("The server could not complete the request; quote request id %s "
                                "to the operator.",
                                request_id);

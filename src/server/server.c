@@ -350,6 +350,22 @@ static ck_err open_availability(struct server *sv, const struct ck_server_option
     return rc;
 }
 
+/* Replaces *token (wiped) with the one in path. */
+static ck_err token_from_file(const char *path, char **token)
+{
+    struct ck_secret t = {0};
+    CK_TRY(read_file(path, 4096, &t));
+    while (t.n && (t.p[t.n - 1] == '\n' || t.p[t.n - 1] == '\r'))
+        t.p[--t.n] = '\0';
+    if (*token) {
+        ck_wipe(*token, strlen(*token));
+        free(*token);
+    }
+    *token = ck_strdup((const char *)t.p);
+    ck_secret_free(&t);
+    return CK_OK;
+}
+
 /* A key provider calling vaults with token, which it consumes: the token is
  * wiped and freed whatever happens (out NULL: only that). */
 static ck_err make_keyprov(char *token, const char *cacert, struct ck_keyprov **out)
@@ -377,23 +393,15 @@ static ck_err setup_service(struct server *sv, const struct ck_server_options *o
     if (trc == CK_OK)
         trc = service_token(sv, service_principals[1].name, service_principals[1].app_id,
                             &files_token);
+    /* Vaults elsewhere know the services by the tokens they issued. */
+    if (o->vault_token_file && trc == CK_OK)
+        trc = token_from_file(o->vault_token_file, &mail_token);
+    if (o->files_vault_token_file && trc == CK_OK)
+        trc = token_from_file(o->files_vault_token_file, &files_token);
     if (trc != CK_OK) {
         make_keyprov(mail_token, NULL, NULL);
+        make_keyprov(files_token, NULL, NULL);
         return trc;
-    }
-    if (o->vault_token_file) {
-        /* Vaults elsewhere know the mail service by the token they issued. */
-        struct ck_secret t = {0};
-        ck_wipe(mail_token, strlen(mail_token));
-        free(mail_token);
-        if (read_file(o->vault_token_file, 4096, &t) != CK_OK) {
-            make_keyprov(files_token, NULL, NULL);
-            return CK_EIO;
-        }
-        while (t.n && (t.p[t.n - 1] == '\n' || t.p[t.n - 1] == '\r'))
-            t.p[--t.n] = '\0';
-        mail_token = ck_strdup((const char *)t.p);
-        ck_secret_free(&t);
     }
     const char *ca = o->vault_cacert ? o->vault_cacert : cacert;
     ck_err rc = make_keyprov(mail_token, ca, &sv->keyprov);

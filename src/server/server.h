@@ -33,17 +33,18 @@ struct ck_server_options {
     unsigned threads;
     unsigned housekeeping_interval; /* seconds between vault housekeeping runs; 0 = 60 */
     /* Service role. */
-    const char *availability_store;    /* store URI (required without --dev) */
-    const char *availability_key_file; /* 32 bytes, 0600 (required without --dev) */
-    const char *vault_cacert;          /* CAs for the vaults the service calls */
-    const char *vault_token_file;      /* the mail service's token for remote vaults; default:
-                                          a token this server issues itself */
-    int64_t key_cache_ttl;             /* seconds; 0 = 300 */
-    unsigned job_workers;              /* 0 = 2 */
-    int64_t job_lease;                 /* seconds; 0 = 10 */
-    unsigned job_throttle_ms;          /* pause between job steps; 0 = none */
-    int64_t tik_cache_ttl;             /* seconds unwrapped TIKs stay cached; 0 = 3600 */
-    int64_t tik_refresh_ahead;         /* refresh a TIK this long before expiry; 0 = ttl/4 */
+    const char *availability_store;     /* store URI (required without --dev) */
+    const char *availability_key_file;  /* 32 bytes, 0600 (required without --dev) */
+    const char *vault_cacert;           /* CAs for the vaults the service calls */
+    const char *vault_token_file;       /* the mail service's token for remote vaults; default:
+                                           a token this server issues itself */
+    const char *files_vault_token_file; /* the same for the files service */
+    int64_t key_cache_ttl;              /* seconds; 0 = 300 */
+    unsigned job_workers;               /* 0 = 2 */
+    int64_t job_lease;                  /* seconds; 0 = 10 */
+    unsigned job_throttle_ms;           /* pause between job steps; 0 = none */
+    int64_t tik_cache_ttl;              /* seconds unwrapped TIKs stay cached; 0 = 3600 */
+    int64_t tik_refresh_ahead;          /* refresh a TIK this long before expiry; 0 = ttl/4 */
 };
 
 /* The service principals' fixed application ids. */

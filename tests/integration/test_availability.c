@@ -86,19 +86,34 @@ static int setup(void **state)
     const char *grant = "\"get\",\"wrapKey\",\"unwrapKey\"";
     vault_policy(&V, OWNER, "av-a", "add", SVC_OID, grant);
     vault_policy(&V, OWNER, "av-b", "add", SVC_OID, grant);
-    char tokfile[300], args[900];
+    char tokfile[300], args[1600];
     snprintf(tokfile, sizeof tokfile, "%s/mail-service.token", V.dir);
     FILE *f = fopen(tokfile, "w");
     fprintf(f, "%s\n", svc);
     fclose(f);
     free(svc);
+    /* And so is the files service. */
+    if (cli(&V, NULL, &out, "principal add --app 'Contoso Files Service'") != 0)
+        return -1;
+    free(out);
+    char *files = token_for(&V, "Contoso Files Service", "2h", NULL), files_oid[37];
+    whoami(&V, files, files_oid, tid);
+    vault_policy(&V, OWNER, "av-a", "add", files_oid, grant);
+    vault_policy(&V, OWNER, "av-b", "add", files_oid, grant);
+    char files_tokfile[300];
+    snprintf(files_tokfile, sizeof files_tokfile, "%s/files-service.token", V.dir);
+    f = fopen(files_tokfile, "w");
+    fprintf(f, "%s\n", files);
+    fclose(f);
+    free(files);
     URI_A = vault_url(&V, "av-a", "/keys/root-a");
     URI_B = vault_url(&V, "av-b", "/keys/root-b");
 
     /* The service, elsewhere, with a short key cache. */
     snprintf(args, sizeof args,
-             "--role service --vault-cacert %s --vault-token-file %s --key-cache-ttl 2", V.cacert,
-             tokfile);
+             "--role service --vault-cacert %s --vault-token-file %s --files-vault-token-file %s "
+             "--key-cache-ttl 2 --tik-cache-ttl 4 --tik-refresh-ahead 1",
+             V.cacert, tokfile, files_tokfile);
     srv_start_args(&M, false, args);
     cli(&M, NULL, &out, "principal add --upn alice@contoso.com");
     free(out);
@@ -201,11 +216,63 @@ static void test_permissions_removed_fail_closed(void **state)
     free(body);
 }
 
+/* Files never fall back to the availability key: with the vaults down,
+ * they are served from the TIK cache until it expires, then 503. */
+static void test_files_outage_serves_cache_then_503(void **state)
+{
+    char *out = NULL;
+    assert_int_equal(cli(&M, ADMIN, &out, "geo add --tenant contoso --geo EUR"), 0);
+    free(out);
+    assert_int_equal(cli(&M, ADMIN, &out, "site new --tenant contoso --geo EUR --site /sites/hr"),
+                     0);
+    free(out);
+    int st = cli(&M, ADMIN, &out,
+                 "spo-dep register --tenant contoso --geo EUR --primary-key %s "
+                 "--secondary-key %s",
+                 URI_A, URI_B);
+    if (st != 0)
+        fail_msg("register: %s", out);
+    free(out);
+    assert_int_equal(cli(&M, ADMIN, &out, "spo-dep get --tenant contoso --geo EUR --wait"), 0);
+    assert_non_null(strstr(out, "Registered"));
+    free(out);
+    const char *doc = "quarterly numbers, confidential";
+    struct http_result r;
+    http(&M, "PUT", "/tenants/contoso/sites/hr/files/q3.txt", ADMIN, doc, strlen(doc), NULL, &r);
+    assert_int_equal(r.status, 201);
+    http_free(&r);
+    int before = fallbacks();
+
+    assert_int_equal(srv_stop(&V), 0);
+    http(&M, "GET", "/tenants/contoso/sites/hr/files/q3.txt", ADMIN, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 200); /* from the TIK cache */
+    assert_int_equal(r.body_len, strlen(doc));
+    http_free(&r);
+    sleep(5); /* past the TIK cache's time-to-live */
+    http(&M, "GET", "/tenants/contoso/sites/hr/files/q3.txt", ADMIN, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.body, "unreachable"));
+    assert_null(strstr(r.body, "confidential"));
+    http_free(&r);
+    assert_int_equal(fallbacks(), before);
+    sh(&out,
+       "sqlite3 %s/ckey.db \"SELECT COUNT(*) FROM ck_audit WHERE operation LIKE "
+       "'%%Availability%%' AND target LIKE '%%EUR%%'\"",
+       M.dir);
+    assert_int_equal(atoi(out), 0);
+    free(out);
+    srv_start_args(&V, true, "--role vault");
+    http(&M, "GET", "/tenants/contoso/sites/hr/files/q3.txt", ADMIN, NULL, 0, NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vaults_down_reads_use_availability_key),
         cmocka_unit_test(test_permissions_removed_fail_closed),
+        cmocka_unit_test(test_files_outage_serves_cache_then_503),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

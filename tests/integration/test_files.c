@@ -28,7 +28,7 @@
 #define FILES_APP_ID "66696c65-0000-4000-8000-636b65790002"
 #define SERVER_ARGS "--job-throttle-ms 100 --job-lease 2"
 #define NSITES 20  /* sites with files */
-#define NEMPTY 230 /* more sites, so that a registration takes several batches */
+#define NEMPTY 480 /* more sites: 500 in the geo, a registration of several batches */
 #define NCRASH 250 /* sites of the geo registered across a crash */
 
 static struct srv S;
@@ -560,7 +560,7 @@ static void test_roll_during_roll(void **state)
     assert_int_equal(r.status, 200);
     assert_string_equal(jstr(r.json, "State"), "Rolling");
     http_free(&r);
-    /* 250 sites at 100 ms a batch: still rolling. */
+    /* 500 sites at 100 ms a batch: still rolling. */
     n = snprintf(body, sizeof body, "{\"keyType\":\"Primary\",\"keyVaultUri\":\"%s\"}", URI_A3);
     http(&S, "PATCH", "/tenants/contoso/geos/EUR/dep", ALICE, body, (size_t)n, NULL, &r);
     assert_int_equal(r.status, 409);
@@ -621,6 +621,43 @@ static void test_crash_during_registration(void **state)
     assert_true(json_is_true(json_object_get(s, "SiteOnCurrentKey")));
     json_decref(s);
     read_all("after the crash");
+}
+
+static void test_crash_during_rolling(void **state)
+{
+    json_t *d;
+    char old_tik[64];
+    char *tik = sql("SELECT tik_id FROM ck_spo_dep WHERE geo = 'NAM'");
+    snprintf(old_tik, sizeof old_tik, "%s", tik);
+    free(tik);
+    assert_int_equal(strlen(old_tik), 36);
+    d = cli_json(0, "spo-dep update --tenant contoso --geo NAM --key-type secondary --key %s",
+                 URI_B2);
+    json_decref(d);
+    int pct = 0;
+    for (int tries = 0; tries < 400; tries++) {
+        d = spo_http("NAM");
+        pct = (int)json_integer_value(json_object_get(d, "PercentComplete"));
+        bool rolling = strcmp(jstr(d, "State"), "Rolling") == 0;
+        json_decref(d);
+        if (!rolling)
+            fail_msg("NAM finished rolling before the crash could land");
+        if (pct > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    srv_kill(&S);
+    srv_start_args(&S, true, SERVER_ARGS);
+    d = cli_json(0, "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
+    assert_string_equal(jstr(d, "State"), "Registered");
+    assert_string_equal(jstr(d, "SecondaryKeyVaultUri"), URI_B2);
+    json_decref(d);
+    char q[200];
+    snprintf(q, sizeof q, "SELECT COUNT(*) FROM ck_tik WHERE id = '%s'", old_tik);
+    char *n = sql(q);
+    assert_int_equal(atoi(n), 0);
+    free(n);
+    read_all("after the crash while rolling");
 }
 
 /* Flips the first byte of chunk idx of a file in the store. */
@@ -699,9 +736,13 @@ static void test_corrupted_chunk(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sites_and_files),  cmocka_unit_test(test_register),
-        cmocka_unit_test(test_roll_primary),     cmocka_unit_test(test_bad_input_changes_nothing),
-        cmocka_unit_test(test_roll_during_roll), cmocka_unit_test(test_crash_during_registration),
+        cmocka_unit_test(test_sites_and_files),
+        cmocka_unit_test(test_register),
+        cmocka_unit_test(test_roll_primary),
+        cmocka_unit_test(test_bad_input_changes_nothing),
+        cmocka_unit_test(test_roll_during_roll),
+        cmocka_unit_test(test_crash_during_registration),
+        cmocka_unit_test(test_crash_during_rolling),
         cmocka_unit_test(test_corrupted_chunk),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

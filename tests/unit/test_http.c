@@ -157,6 +157,13 @@ static void test_error_table_and_body(void **state)
     assert_null(strstr(msg, "/secret/path"));
     assert_non_null(strstr(msg, "req-123"));
     json_decref(b);
+
+    /* 503 tells the caller which dependency is down. */
+    ck_err_set(CK_EUNAVAIL, "the root keys of geo EUR are unreachable");
+    b = ck_http_error_body(CK_EUNAVAIL, "req-9");
+    msg = json_string_value(json_object_get(json_object_get(b, "error"), "message"));
+    assert_string_equal(msg, "the root keys of geo EUR are unreachable");
+    json_decref(b);
 }
 
 static void test_json_fields(void **state)
