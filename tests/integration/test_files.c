@@ -660,6 +660,39 @@ static void test_crash_during_rolling(void **state)
     read_all("after the crash while rolling");
 }
 
+/* The customer lost the primary key of NAM (here: disabled it): restore
+ * recovers the TIK with the availability key and wraps it under new keys. */
+static void test_restore_after_losing_a_key(void **state)
+{
+    vault_key(&S, ALICE, "files-a", "root-a4", "{\"kty\":\"RSA\",\"attributes\":{}}");
+    char *a4 = key_uri("files-a", "root-a4");
+    char path[200];
+    snprintf(path, sizeof path, "/keys/root-a/?api-version=7.6");
+    char *u = vault_url(&S, "files-a", path);
+    struct http_result r;
+    const char *off = "{\"attributes\":{\"enabled\":false}}";
+    http(&S, "PATCH", u, ALICE, off, strlen(off), NULL, &r);
+    assert_int_equal(r.status, 200);
+    http_free(&r);
+    free(u);
+    char *before = sql("SELECT COUNT(*) FROM ck_audit WHERE operation = 'Restore with "
+                       "Availability Key'");
+    json_t *d = cli_json(0,
+                         "spo-dep restore --tenant contoso --geo NAM --primary-key %s "
+                         "--secondary-key %s --wait --timeout 120",
+                         a4, URI_B2);
+    assert_string_equal(jstr(d, "State"), "Registered");
+    assert_string_equal(jstr(d, "PrimaryKeyVaultUri"), a4);
+    json_decref(d);
+    char *after = sql("SELECT COUNT(*) FROM ck_audit WHERE operation = 'Restore with "
+                      "Availability Key'");
+    assert_int_equal(atoi(after), atoi(before) + 1);
+    free(before);
+    free(after);
+    read_all("after the restore");
+    free(a4);
+}
+
 /* Flips the first byte of chunk idx of a file in the store. */
 static void corrupt(struct tfile *f, int idx)
 {
@@ -743,6 +776,7 @@ int main(void)
         cmocka_unit_test(test_roll_during_roll),
         cmocka_unit_test(test_crash_during_registration),
         cmocka_unit_test(test_crash_during_rolling),
+        cmocka_unit_test(test_restore_after_losing_a_key),
         cmocka_unit_test(test_corrupted_chunk),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
