@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -80,8 +81,14 @@ void srv_start_args(struct srv *s, bool reuse, const char *extra)
     char listen[64], log[320];
     snprintf(listen, sizeof listen, "127.0.0.1:%u", s->port);
     snprintf(log, sizeof log, "%s/server.log", s->dir);
+    pid_t parent = getpid();
     s->pid = fork();
     if (s->pid == 0) {
+        /* The server dies with the test: a test that fails in its set-up
+         * must not leave a server holding ctest's output pipe open. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
         FILE *f = freopen(log, "a", stderr);
         (void)f;
         char *argv[64] = {(char *)bin, "server", "--dev",     "--data-dir", s->dir,
