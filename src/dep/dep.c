@@ -310,53 +310,6 @@ static ck_err avail_key(struct ck_deps *d, const char *dep_id, struct ck_secret 
 
 /* ---------- validation ---------- */
 
-static ck_err invalid(const char *which, const char *uri, const char *why)
-{
-    return ck_err_set(CK_EINVAL, "%s (%s) %s", which, uri, why);
-}
-
-/* Checks one root key as DESIGN §4 asks; info gets what the vault said. */
-static ck_err check_root(struct ck_deps *d, const char *which, const char *uri,
-                         struct ck_root_key_info *info)
-{
-    struct ck_key_uri parsed;
-    if (ck_key_uri_parse(uri, &parsed) != CK_OK)
-        return invalid(which, uri, "is not a key URI (https://VAULT/keys/NAME)");
-    ck_err rc = ck_keyprov_get(d->keyprov, uri, info);
-    if (rc != CK_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", ck_err_msg());
-        ck_err cls = ck_keyprov_classify(rc);
-        return ck_err_set(CK_EINVAL, "%s (%s) %s (%s)", which, uri,
-                          cls == CK_EUNAVAIL
-                              ? "is not reachable"
-                              : "does not exist or cannot be read by the mail service principal: "
-                                "grant it get, wrapKey and unwrapKey on the vault",
-                          msg);
-    }
-    if (strncmp(info->kty, "RSA", 3) != 0)
-        return invalid(which, uri, "is not an RSA key");
-    if (info->bits < 2048)
-        return invalid(which, uri, "is shorter than 2048 bits");
-    if (!info->can_wrap || !info->can_unwrap)
-        return invalid(which, uri, "must allow wrapKey and unwrapKey in its key_ops");
-    if (!info->enabled)
-        return invalid(which, uri, "is disabled");
-    if (info->exp)
-        return invalid(which, uri,
-                       "has an expiry date: root keys for Customer Key must not "
-                       "expire");
-    if (info->nbf && info->nbf > ck_now())
-        return invalid(which, uri, "is not valid yet (nbf)");
-    if (strncmp(info->recovery_level, "Recoverable", 11) != 0 ||
-        strstr(info->recovery_level, "Purgeable") || info->recoverable_days < 90)
-        return ck_err_set(CK_EINVAL,
-                          "%s (%s) is in a vault without 90-day soft delete and purge protection "
-                          "(recoveryLevel %s, %d days)",
-                          which, uri, info->recovery_level, info->recoverable_days);
-    return CK_OK;
-}
-
 static ck_err check_name(const char *name)
 {
     size_t n = name ? strlen(name) : 0;
@@ -368,25 +321,8 @@ static ck_err check_name(const char *name)
     return CK_OK;
 }
 
-/* Wraps key under both roots and proves each wrapped copy unwraps. */
-static ck_err wrap_under_roots(struct ck_deps *d, const char *const uri[2],
-                               const struct ck_secret *key, struct ck_buf wrapped[2],
-                               char kid[2][CK_KEY_URI_MAX])
-{
-    for (int i = 0; i < 2; i++) {
-        const char *which = i == 0 ? "the first key" : "the second key";
-        ck_err rc = ck_keyprov_wrap(d->keyprov, uri[i], key->p, key->n, &wrapped[i], kid[i]);
-        if (rc != CK_OK)
-            return invalid(which, uri[i], "refused wrapKey for the mail service principal");
-        struct ck_secret back = {0};
-        rc = ck_keyprov_unwrap(d->keyprov, kid[i], wrapped[i].p, wrapped[i].n, &back);
-        bool same = rc == CK_OK && back.n == key->n && ck_ct_equal(back.p, key->p, key->n);
-        ck_secret_free(&back);
-        if (!same)
-            return invalid(which, uri[i], "refused unwrapKey for the mail service principal");
-    }
-    return CK_OK;
-}
+#define MAIL_PRINCIPAL "mail service principal"
+static const char *const dep_slots[2] = {"the first key", "the second key"};
 
 static void audit_dep(struct ck_deps *d, const char *operation, const char *dep_id,
                       const char *request_id, ck_err rc, const char *detail)
@@ -432,19 +368,8 @@ ck_err ck_dep_create(struct ck_deps *d, const char *tenant, const char *name,
                           CK_DEP_MAX_PER_TENANT);
 
     const char *uri[2] = {uri1, uri2};
-    struct ck_key_uri parsed[2];
-    for (int i = 0; i < 2; i++)
-        if (!uri[i] || ck_key_uri_parse(uri[i], &parsed[i]) != CK_OK)
-            return invalid(i == 0 ? "the first key" : "the second key", uri[i] ? uri[i] : "",
-                           "is not a key URI (https://VAULT/keys/NAME)");
-    if (strcmp(parsed[0].origin, parsed[1].origin) == 0)
-        return ck_err_set(CK_EINVAL,
-                          "both keys are in vault %s: the two root keys must be in two "
-                          "different vaults",
-                          parsed[0].vault);
     struct ck_root_key_info info[2];
-    CK_TRY(check_root(d, "the first key", uri1, &info[0]));
-    CK_TRY(check_root(d, "the second key", uri2, &info[1]));
+    CK_TRY(ck_root_check_pair(d->keyprov, uri, dep_slots, MAIL_PRINCIPAL, info));
 
     char id[37], kid[2][CK_KEY_URI_MAX];
     struct ck_secret key = {0};
@@ -452,7 +377,7 @@ ck_err ck_dep_create(struct ck_deps *d, const char *tenant, const char *name,
     CK_GUARD(ck_uuid_v4(id));
     CK_GUARD(ck_secret_alloc(&key, DEP_KEY_LEN));
     CK_GUARD(ck_rand_bytes(key.p, key.n));
-    CK_GUARD(wrap_under_roots(d, uri, &key, wrapped, kid));
+    CK_GUARD(ck_root_wrap_pair(d->keyprov, uri, dep_slots, MAIL_PRINCIPAL, &key, wrapped, kid));
     CK_GUARD(avail_create(d, id, &key, &wrapped_avail));
     int64_t now = ck_now();
     rc = ck_store_run(d->store, NULL,
@@ -698,11 +623,11 @@ ck_err ck_dep_refresh(struct ck_deps *d, const char *tenant, const char *ref,
     if (rc == CK_OK)
         rc = ck_dep_key(d, cur->id, CK_DEP_USER, request_id, &key);
     const char *uri[2] = {cur->key_uri[0], cur->key_uri[1]};
-    struct ck_root_key_info info;
-    for (int i = 0; rc == CK_OK && i < 2; i++)
-        rc = check_root(d, i == 0 ? "the first key" : "the second key", uri[i], &info);
+    struct ck_root_key_info info[2];
     if (rc == CK_OK)
-        rc = wrap_under_roots(d, uri, &key, wrapped, kid);
+        rc = ck_root_check_pair(d->keyprov, uri, dep_slots, MAIL_PRINCIPAL, info);
+    if (rc == CK_OK)
+        rc = ck_root_wrap_pair(d->keyprov, uri, dep_slots, MAIL_PRINCIPAL, &key, wrapped, kid);
     if (rc == CK_OK)
         rc = ck_store_run(d->store, NULL,
                           "UPDATE ck_dep SET kid1 = ?, kid2 = ?, wrapped1 = ?, wrapped2 = ?, "

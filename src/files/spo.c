@@ -141,97 +141,26 @@ ck_err ck_spo_get(struct ck_files *f, const char *tenant, const char *geo, struc
     return CK_OK;
 }
 
-/* ---------- validation of root keys (as dep.c's check_root) ---------- */
+/* ---------- validation of root keys (keyprov's shared rules) ---------- */
 
-static ck_err invalid(const char *which, const char *uri, const char *why)
-{
-    return ck_err_set(CK_EINVAL, "%s (%s) %s", which, uri, why);
-}
-
-static ck_err check_root(struct ck_files *f, const char *which, const char *uri,
-                         struct ck_root_key_info *info)
-{
-    struct ck_key_uri parsed;
-    if (!uri || ck_key_uri_parse(uri, &parsed) != CK_OK)
-        return invalid(which, uri ? uri : "", "is not a key URI (https://VAULT/keys/NAME)");
-    ck_err rc = ck_keyprov_get(f->keyprov, uri, info);
-    if (rc != CK_OK) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", ck_err_msg());
-        ck_err cls = ck_keyprov_classify(rc);
-        return ck_err_set(CK_EINVAL, "%s (%s) %s (%s)", which, uri,
-                          cls == CK_EUNAVAIL
-                              ? "is not reachable"
-                              : "does not exist or cannot be read by the files service "
-                                "principal: grant it get, wrapKey and unwrapKey on the vault",
-                          msg);
-    }
-    if (strncmp(info->kty, "RSA", 3) != 0)
-        return invalid(which, uri, "is not an RSA key");
-    if (info->bits < 2048)
-        return invalid(which, uri, "is shorter than 2048 bits");
-    if (!info->can_wrap || !info->can_unwrap)
-        return invalid(which, uri, "must allow wrapKey and unwrapKey in its key_ops");
-    if (!info->enabled)
-        return invalid(which, uri, "is disabled");
-    if (info->exp)
-        return invalid(which, uri,
-                       "has an expiry date: root keys for Customer Key must not expire");
-    if (info->nbf && info->nbf > ck_now())
-        return invalid(which, uri, "is not valid yet (nbf)");
-    if (strncmp(info->recovery_level, "Recoverable", 11) != 0 ||
-        strstr(info->recovery_level, "Purgeable") || info->recoverable_days < 90)
-        return ck_err_set(CK_EINVAL,
-                          "%s (%s) is in a vault without 90-day soft delete and purge protection "
-                          "(recoveryLevel %s, %d days)",
-                          which, uri, info->recovery_level, info->recoverable_days);
-    return CK_OK;
-}
-
-static const char *slot_name(int i)
-{
-    return i == 0 ? "the primary key" : "the secondary key";
-}
+#define FILES_SERVICE_PRINCIPAL "files service principal"
+static const char *const spo_slots[2] = {"the primary key", "the secondary key"};
 
 /* Both URIs well-formed, in two different vaults, and each acceptable. */
 static ck_err check_roots(struct ck_files *f, const char *const uri[2])
 {
     if (!f->keyprov)
         return ck_err_set(CK_EINVAL, "no key provider: customer keys cannot be used");
-    struct ck_key_uri parsed[2];
-    for (int i = 0; i < 2; i++)
-        if (!uri[i] || ck_key_uri_parse(uri[i], &parsed[i]) != CK_OK)
-            return invalid(slot_name(i), uri[i] ? uri[i] : "",
-                           "is not a key URI (https://VAULT/keys/NAME)");
-    if (strcmp(parsed[0].origin, parsed[1].origin) == 0)
-        return ck_err_set(CK_EINVAL,
-                          "both keys are in vault %s: the two root keys must be in two different "
-                          "vaults",
-                          parsed[0].vault);
-    struct ck_root_key_info info;
-    for (int i = 0; i < 2; i++)
-        CK_TRY(check_root(f, slot_name(i), uri[i], &info));
-    return CK_OK;
+    struct ck_root_key_info info[2];
+    return ck_root_check_pair(f->keyprov, uri, spo_slots, FILES_SERVICE_PRINCIPAL, info);
 }
 
-/* Wraps key under both roots and proves each wrapped copy unwraps. */
 static ck_err wrap_under_roots(struct ck_files *f, const char *const uri[2],
                                const struct ck_secret *key, struct ck_buf wrapped[2],
                                char kid[2][CK_KEY_URI_MAX])
 {
-    for (int i = 0; i < 2; i++) {
-        ck_err rc = ck_keyprov_wrap(f->keyprov, uri[i], key->p, key->n, &wrapped[i], kid[i]);
-        if (rc != CK_OK)
-            return invalid(slot_name(i), uri[i], "refused wrapKey for the files service principal");
-        struct ck_secret back = {0};
-        rc = ck_keyprov_unwrap(f->keyprov, kid[i], wrapped[i].p, wrapped[i].n, &back);
-        bool same = rc == CK_OK && back.n == key->n && ck_ct_equal(back.p, key->p, key->n);
-        ck_secret_free(&back);
-        if (!same)
-            return invalid(slot_name(i), uri[i],
-                           "refused unwrapKey for the files service principal");
-    }
-    return CK_OK;
+    return ck_root_wrap_pair(f->keyprov, uri, spo_slots, FILES_SERVICE_PRINCIPAL, key, wrapped,
+                             kid);
 }
 
 /* A new TIK under the two roots and a new availability key; the ck_tik row

@@ -86,6 +86,24 @@ struct ck_keyprov_stats {
 };
 void ck_keyprov_stats(struct ck_keyprov *p, struct ck_keyprov_stats *out);
 
+/* ---------- the rules for customer root keys (DESIGN §4) ---------- */
+
+/* One root key: a key URI, reachable and readable by principal (named in
+ * messages, e.g. "mail service principal"), RSA of 2048 bits or more,
+ * wrapKey and unwrapKey in key_ops, enabled, no expiry, not before nbf,
+ * recoveryLevel Recoverable with 90-day retention (soft delete with purge
+ * protection). CK_EINVAL naming `which` key and the failed check. */
+ck_err ck_root_check(struct ck_keyprov *p, const char *which, const char *uri,
+                     const char *principal, struct ck_root_key_info *info);
+/* Both keys, and in two different vaults. */
+ck_err ck_root_check_pair(struct ck_keyprov *p, const char *const uri[2],
+                          const char *const which[2], const char *principal,
+                          struct ck_root_key_info info[2]);
+/* Wraps key under both roots and proves each wrapped copy unwraps to key. */
+ck_err ck_root_wrap_pair(struct ck_keyprov *p, const char *const uri[2], const char *const which[2],
+                         const char *principal, const struct ck_secret *key,
+                         struct ck_buf wrapped[2], char kid[2][CK_KEY_URI_MAX]);
+
 /* ---------- cache of unwrapped keys ---------- */
 
 /* Keys in locked memory, each with a time-to-live; wiped when evicted,
