@@ -548,7 +548,7 @@ static void test_crash_during_reencryption(void **state)
     }
     /* Slow the job down so that the kill lands in its middle. */
     assert_int_equal(srv_stop(&S), 0);
-    srv_start_args(&S, true, "--key-cache-ttl 2 --job-throttle-ms 200 --job-lease 2");
+    srv_start_args(&S, true, "--key-cache-ttl 2 --job-throttle-ms 400 --job-lease 2");
     char *dep2 = dep_id_of("Contoso-EX-NA-DEP2");
     json_t *st = cli_json(0, "mailbox set carol@contoso.com --tenant contoso --dep %s", dep2);
     char job[64];
