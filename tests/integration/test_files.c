@@ -578,6 +578,25 @@ static void test_roll_during_roll(void **state)
     read_all("after the second roll");
 }
 
+/* Kills the server once the geo's job has moved a batch, before the last,
+ * and starts it again. */
+static void crash_while(const char *geo, const char *state)
+{
+    for (int tries = 0; tries < 400; tries++) {
+        json_t *d = spo_http(geo);
+        int pct = (int)json_integer_value(json_object_get(d, "PercentComplete"));
+        bool moving = strcmp(jstr(d, "State"), state) == 0;
+        json_decref(d);
+        if (!moving)
+            fail_msg("%s left %s before the crash could land", geo, state);
+        if (pct > 0)
+            break;
+        usleep(10 * 1000);
+    }
+    srv_kill(&S);
+    srv_start_args(&S, true, SERVER_ARGS);
+}
+
 static void test_crash_during_registration(void **state)
 {
     json_t *g = cli_json(0, "geo add --tenant contoso --geo NAM");
@@ -599,21 +618,7 @@ static void test_crash_during_registration(void **state)
                          "--secondary-key %s",
                          URI_A, URI_B);
     json_decref(d);
-    /* Kill it once a batch is through, before the last. */
-    int pct = 0;
-    for (int tries = 0; tries < 400; tries++) {
-        d = spo_http("NAM");
-        pct = (int)json_integer_value(json_object_get(d, "PercentComplete"));
-        bool registering = strcmp(jstr(d, "State"), "Registering") == 0;
-        json_decref(d);
-        if (!registering)
-            fail_msg("NAM registered before the crash could land");
-        if (pct > 0)
-            break;
-        usleep(10 * 1000);
-    }
-    srv_kill(&S);
-    srv_start_args(&S, true, SERVER_ARGS);
+    crash_while("NAM", "Registering");
     d = cli_json(0, "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
     assert_string_equal(jstr(d, "State"), "Registered");
     json_decref(d);
@@ -634,20 +639,7 @@ static void test_crash_during_rolling(void **state)
     d = cli_json(0, "spo-dep update --tenant contoso --geo NAM --key-type secondary --key %s",
                  URI_B2);
     json_decref(d);
-    int pct = 0;
-    for (int tries = 0; tries < 400; tries++) {
-        d = spo_http("NAM");
-        pct = (int)json_integer_value(json_object_get(d, "PercentComplete"));
-        bool rolling = strcmp(jstr(d, "State"), "Rolling") == 0;
-        json_decref(d);
-        if (!rolling)
-            fail_msg("NAM finished rolling before the crash could land");
-        if (pct > 0)
-            break;
-        usleep(10 * 1000);
-    }
-    srv_kill(&S);
-    srv_start_args(&S, true, SERVER_ARGS);
+    crash_while("NAM", "Rolling");
     d = cli_json(0, "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
     assert_string_equal(jstr(d, "State"), "Registered");
     assert_string_equal(jstr(d, "SecondaryKeyVaultUri"), URI_B2);
