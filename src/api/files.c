@@ -384,7 +384,14 @@ static ck_err get_spo(struct ck_http_req *req, struct ck_http_resp *resp)
     return ck_http_ok(resp, spo_json(&d));
 }
 
-static ck_err register_spo(struct ck_http_req *req, struct ck_http_resp *resp)
+/* Register-SPODataEncryptionPolicy and Restore-SPODataEncryptionPolicy take
+ * the same two key URIs. */
+typedef ck_err (*spo_keys_fn)(struct ck_files *f, const char *tenant, const char *geo,
+                              const char *primary_uri, const char *secondary_uri,
+                              const char *request_id, struct ck_spo_dep *out);
+
+static ck_err spo_with_keys(struct ck_http_req *req, struct ck_http_resp *resp, spo_keys_fn fn,
+                            const char *operation, unsigned status)
 {
     struct ck_api *api = req->ctx;
     struct ck_tenant t;
@@ -393,12 +400,17 @@ static ck_err register_spo(struct ck_http_req *req, struct ck_http_resp *resp)
     CK_TRY(ck_json_str(req->json, "primaryKeyVaultUri", true, &primary));
     CK_TRY(ck_json_str(req->json, "secondaryKeyVaultUri", true, &secondary));
     struct ck_spo_dep d;
-    ck_err rc = ck_spo_register(api->files, t.id, geo, primary, secondary, req->request_id, &d);
-    ck_api_audit(api, req, "spodep.register", geo, rc, NULL);
+    ck_err rc = fn(api->files, t.id, geo, primary, secondary, req->request_id, &d);
+    ck_api_audit(api, req, operation, geo, rc, NULL);
     CK_TRY(rc);
-    resp->status = 201;
+    resp->status = status;
     resp->json = spo_json(&d);
     return CK_OK;
+}
+
+static ck_err register_spo(struct ck_http_req *req, struct ck_http_resp *resp)
+{
+    return spo_with_keys(req, resp, ck_spo_register, "spodep.register", 201);
 }
 
 static ck_err update_spo(struct ck_http_req *req, struct ck_http_resp *resp)
@@ -421,17 +433,7 @@ static ck_err update_spo(struct ck_http_req *req, struct ck_http_resp *resp)
 
 static ck_err restore_spo(struct ck_http_req *req, struct ck_http_resp *resp)
 {
-    struct ck_api *api = req->ctx;
-    struct ck_tenant t;
-    CK_TRY(tenant_admin(req, &t));
-    const char *geo = ck_http_param(req, "geo"), *primary = NULL, *secondary = NULL;
-    CK_TRY(ck_json_str(req->json, "primaryKeyVaultUri", true, &primary));
-    CK_TRY(ck_json_str(req->json, "secondaryKeyVaultUri", true, &secondary));
-    struct ck_spo_dep d;
-    ck_err rc = ck_spo_restore(api->files, t.id, geo, primary, secondary, req->request_id, &d);
-    ck_api_audit(api, req, "spodep.restore", geo, rc, NULL);
-    CK_TRY(rc);
-    return ck_http_ok(resp, spo_json(&d));
+    return spo_with_keys(req, resp, ck_spo_restore, "spodep.restore", 200);
 }
 
 void ck_api_register_files(struct ck_router *r, struct ck_api *api)
