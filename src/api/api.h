@@ -22,6 +22,7 @@
 #include "jobs/jobs.h"
 #include "mail/mail.h"
 #include "files/files.h"
+#include "purge/purge.h"
 
 struct ck_api {
     struct ck_store *store;
@@ -31,6 +32,7 @@ struct ck_api {
     struct ck_mail *mail;
     struct ck_jobs *jobs;
     struct ck_files *files; /* NULL when the service role is off */
+    struct ck_purges *purges;
     char home_tenant[37];
     const char *vault_suffix;  /* vault hosts are NAME.<suffix>; "vault.localhost" */
     const char *default_vault; /* for requests to a bare IP or localhost; may be NULL */
@@ -58,6 +60,10 @@ json_t *ck_api_dep_json(const struct ck_dep *d);
 void ck_api_register_mail(struct ck_router *r, struct ck_api *api);
 /* Geos, sites, files and the SPO data encryption policy (files.c). */
 void ck_api_register_files(struct ck_router *r, struct ck_api *api);
+
+/* Purges, purge approvers, offboarding and the certificate signing key
+ * (purge.c). */
+void ck_api_register_purge(struct ck_router *r, struct ck_api *api);
 
 /* Shared by the surfaces. */
 const struct ck_principal *ck_api_caller(const struct ck_http_req *req);

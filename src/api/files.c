@@ -366,12 +366,17 @@ static ck_err delete_file(struct ck_http_req *req, struct ck_http_resp *resp)
 static json_t *spo_json(const struct ck_spo_dep *d)
 {
     int pct = spo_percent(d);
-    return json_pack("{s:s,s:s,s:i,s:o,s:o,s:o,s:o,s:o}", "Geo", d->geo, "State",
-                     ck_spo_state_name(d->state), "PercentComplete", pct, "PrimaryKeyVaultUri",
-                     str_or_null(d->primary_uri), "SecondaryKeyVaultUri",
-                     str_or_null(d->secondary_uri), "PrimaryKeyVersion",
-                     str_or_null(d->primary_version), "SecondaryKeyVersion",
-                     str_or_null(d->secondary_version), "JobId", str_or_null(d->job_id));
+    json_t *o = json_pack("{s:s,s:s,s:i,s:o,s:o,s:o,s:o,s:o}", "Geo", d->geo, "State",
+                          ck_spo_state_name(d->state), "PercentComplete", pct, "PrimaryKeyVaultUri",
+                          str_or_null(d->primary_uri), "SecondaryKeyVaultUri",
+                          str_or_null(d->secondary_uri), "PrimaryKeyVersion",
+                          str_or_null(d->primary_version), "SecondaryKeyVersion",
+                          str_or_null(d->secondary_version), "JobId", str_or_null(d->job_id));
+    json_object_set_new(o, "PermanentDataPurgeRequested", json_boolean(d->purge_requested));
+    json_object_set_new(o, "PermanentDataPurgeReason", str_or_null(d->purge_reason));
+    json_object_set_new(o, "PermanentDataPurgeContact", str_or_null(d->purge_contact));
+    json_object_set_new(o, "PurgeId", str_or_null(d->purge_id));
+    return o;
 }
 
 static ck_err get_spo(struct ck_http_req *req, struct ck_http_resp *resp)

@@ -149,6 +149,21 @@ void ck_json_wipe_on_free(void);
 /* free() that first wipes the whole malloc'd block. */
 void ck_free_wiped(void *p);
 
+/* ---------- fingerprints of destroyed blobs ---------- */
+
+/* What a purge keeps of a stored blob it destroys (a wrapped key, a sealed
+ * availability key), so that a later scan of the raw store files can prove
+ * no copy survived: its length, its first 8 bytes and its SHA-256. Enough to
+ * recognise the blob, useless for decrypting anything (the blobs are
+ * ciphertexts; 8 bytes of one reveal nothing of the key inside). */
+struct ck_blob_print {
+    char what[128];          /* e.g. "TIK 9f… copy under root key 1" */
+    bool availability_store; /* kept in the availability store, not the main one */
+    uint32_t len;
+    uint8_t head[8];
+    uint8_t sha256[32];
+};
+
 /* ---------- small string helpers ---------- */
 
 char *ck_strdup(const char *s); /* NULL-safe; aborts on OOM */

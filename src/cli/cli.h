@@ -96,6 +96,11 @@ json_t *cli_dep_value(const char *dep);
 void cli_progress(const char *label, int64_t done, int64_t total);
 void cli_progress_end(void);
 
+/* The whole file (or stdin for "-") appended to out; CK_ETOOBIG over max. */
+ck_err cli_read_file(const char *path, size_t max, struct ck_buf *out);
+/* Writes a whole file atomically (a temporary file, fsync, rename) with
+ * mode for a new file; "-" is stdout. */
+ck_err cli_write_file(const char *path, const void *p, size_t n, unsigned mode);
 /* Output. A column is "Header=field" (field may be a.b for nested). */
 void cli_print_table(struct cli *c, json_t *rows, const char *const *columns, size_t ncol);
 void cli_print_object(struct cli *c, json_t *obj, const char *const *fields, size_t nfields);
@@ -118,5 +123,9 @@ int cli_geo(struct cli *c, int argc, char **argv);
 int cli_site(struct cli *c, int argc, char **argv);
 int cli_file(struct cli *c, int argc, char **argv);
 int cli_spodep(struct cli *c, int argc, char **argv);
+int cli_purge(struct cli *c, int argc, char **argv);
+/* `dep purge-request` and `spo-dep purge-request`: POSTs --reason and
+ * --contact to path (malloc'd; freed) and prints the purge. */
+int cli_purge_request(struct cli *c, char *path, const struct cli_args *a);
 
 #endif

@@ -3,6 +3,8 @@
  */
 #include "cli/cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,4 +388,61 @@ void cli_print_object(struct cli *c, json_t *obj, const char *const *fields, siz
         printf("%-*s : %s\n", (int)width, header, s);
         free(s);
     }
+}
+
+/* ---------- files ---------- */
+
+ck_err cli_read_file(const char *path, size_t max, struct ck_buf *out)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f)
+        return ck_err_set(CK_EINVAL, "cannot open %s: %s", path, strerror(errno));
+    ck_err rc = CK_OK;
+    uint8_t chunk[16384];
+    size_t r;
+    while (rc == CK_OK && (r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (out->n + r > max)
+            rc = ck_err_set(CK_ETOOBIG, "%s is larger than %zu bytes", path, max);
+        else
+            rc = ck_buf_append(out, chunk, r);
+    }
+    if (rc == CK_OK && ferror(f))
+        rc = ck_err_set(CK_EIO, "cannot read %s", path);
+    if (f != stdin)
+        fclose(f);
+    ck_wipe(chunk, sizeof chunk);
+    return rc;
+}
+
+ck_err cli_write_file(const char *path, const void *p, size_t n, unsigned mode)
+{
+    if (strcmp(path, "-") == 0) {
+        if (fwrite(p, 1, n, stdout) != n || fflush(stdout) != 0)
+            return ck_err_set(CK_EIO, "cannot write to standard output");
+        return CK_OK;
+    }
+    char *tmp = ck_sprintf("%s.tmp.%d", path, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+    ck_err rc = CK_OK;
+    if (fd < 0)
+        rc = ck_err_set(CK_EIO, "cannot create %s: %s", tmp, strerror(errno));
+    for (size_t done = 0; rc == CK_OK && done < n;) {
+        ssize_t w = write(fd, (const uint8_t *)p + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            rc = ck_err_set(CK_EIO, "cannot write %s: %s", tmp, strerror(errno));
+        else
+            done += (size_t)w;
+    }
+    if (rc == CK_OK && fsync(fd) != 0)
+        rc = ck_err_set(CK_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    if (rc == CK_OK && rename(tmp, path) != 0)
+        rc = ck_err_set(CK_EIO, "cannot write %s: %s", path, strerror(errno));
+    if (rc != CK_OK && fd >= 0)
+        unlink(tmp);
+    free(tmp);
+    return rc;
 }

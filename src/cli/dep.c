@@ -20,6 +20,7 @@ static const char help[] =
     "  ckey dep set --tenant T ID_OR_NAME [--name NAME] [--description D]\n"
     "               [--enabled true|false]\n"
     "  ckey dep refresh --tenant T ID_OR_NAME\n"
+    "  ckey dep purge-request --tenant T ID_OR_NAME --reason R --contact C\n"
     "\n"
     "A DEP wraps its key with two RSA root keys in two different vaults (--key: key\n"
     "URIs such as https://contoso-vaulta1.vault.localhost:8443/keys/key1, without a\n"
@@ -27,7 +28,9 @@ static const char help[] =
     "unwrapKey, have no expiry, and sit in vaults with purge protection; the service\n"
     "checks them. A tenant has at most 50 DEPs. --enabled false stops new\n"
     "assignments. refresh rewraps the DEP key under the newest version of each root\n"
-    "key (run it after rolling a key). --tenant defaults to $CKEY_TENANT.\n"
+    "key (run it after rolling a key). purge-request asks for the permanent purge of\n"
+    "every mailbox under the DEP (docs/purge.md); it is refused until both root keys\n"
+    "deny wrapKey to the ckey Mail Service. --tenant defaults to $CKEY_TENANT.\n"
     "Tenant admins or the operator.\n";
 
 static const char *const dep_fields[] = {
@@ -206,6 +209,20 @@ static int dep_refresh(struct cli *c, int argc, char **argv)
     return st;
 }
 
+static int dep_purge_request(struct cli *c, int argc, char **argv)
+{
+    struct cli_args a;
+    if (!cli_parse(argc, argv, "tenant=,reason=,contact=", &a))
+        return 2;
+    const char *tenant = cli_tenant_arg(&a);
+    if (!tenant)
+        return cli_usage_error("dep purge-request needs --tenant T (or CKEY_TENANT)");
+    if (a.npos != 1)
+        return cli_usage_error("dep purge-request needs one DEP (id or name)");
+    return cli_purge_request(c, cli_path("/tenants/%s/deps/%s/purge-request", tenant, a.pos[0]),
+                             &a);
+}
+
 int cli_dep(struct cli *c, int argc, char **argv)
 {
     static const struct cli_verb verbs[] = {
@@ -213,6 +230,7 @@ int cli_dep(struct cli *c, int argc, char **argv)
         {"get", dep_get},
         {"set", dep_set},
         {"refresh", dep_refresh},
+        {"purge-request", dep_purge_request},
     };
     return cli_dispatch(c, argc, argv, "dep", help, verbs, sizeof verbs / sizeof *verbs);
 }

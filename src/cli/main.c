@@ -22,7 +22,7 @@ static const char usage[] =
     "  subscription  create subscriptions and manage their owners\n"
     "  vault         create, show, list and delete key vaults; access policies\n"
     "  key           create, back up, restore and use keys in a vault\n"
-    "  tenant        create and show tenants; add tenant admins\n"
+    "  tenant        create and show tenants; admins, purge approver, offboarding\n"
     "  dep           data encryption policies for mail (New/Get/Set-DataEncryptionPolicy)\n"
     "  mailuser      mail users and the DEP they migrate under (New/Set-MailUser)\n"
     "  mailbox       mailboxes: assign DEPs, statistics, mbox import, items\n"
@@ -32,6 +32,8 @@ static const char usage[] =
     "  file          put, get, list and delete files in a site\n"
     "  spo-dep       a geo's data encryption policy for files (Register/Get/Update/\n"
     "                Restore-SPODataEncryptionPolicy)\n"
+    "  purge         signed permanent data purge: document, sign, execute, certificate,\n"
+    "                verify\n"
     "\n"
     "Global options (anywhere on the line):\n"
     "  --url URL          server URL (CKEY_URL; default https://127.0.0.1:8443)\n"
@@ -57,7 +59,7 @@ static int dispatch(struct cli *c, int argc, char **argv)
         {"mailuser", cli_mailuser}, {"mailbox", cli_mailbox},
         {"job", cli_job},           {"geo", cli_geo},
         {"site", cli_site},         {"file", cli_file},
-        {"spo-dep", cli_spodep},
+        {"spo-dep", cli_spodep},    {"purge", cli_purge},
     };
     for (size_t i = 0; i < sizeof nouns / sizeof nouns[0]; i++)
         if (strcmp(argv[0], nouns[i].name) == 0)

@@ -30,6 +30,7 @@ static const char help[] =
     "                      [--wait [--timeout SECONDS]]\n"
     "  ckey spo-dep restore --tenant T --geo GEO --primary-key URI --secondary-key URI\n"
     "                       [--wait [--timeout SECONDS]]\n"
+    "  ckey spo-dep purge-request --tenant T --geo GEO --reason R --contact C\n"
     "\n"
     "register puts every site of the geo under a new intermediate key wrapped by two\n"
     "customer root keys (URIs of keys in two vaults; the files service principal\n"
@@ -38,7 +39,9 @@ static const char help[] =
     "recovers after a lost root key with the availability key (State Recovering).\n"
     "One of these runs at a time per geo. --wait polls until the state is Registered\n"
     "(progress on stderr), the job fails (exit 1), or --timeout passes (default 600).\n"
-    "--tenant defaults to $CKEY_TENANT. Tenant admins or the operator.\n";
+    "purge-request asks for the permanent purge of every file of the geo\n"
+    "(docs/purge.md); it is refused until both root keys deny wrapKey to the ckey\n"
+    "Files Service. --tenant defaults to $CKEY_TENANT. Tenant admins or the operator.\n";
 
 static const char *const fields[] = {
     "Geo=Geo",
@@ -49,6 +52,10 @@ static const char *const fields[] = {
     "PrimaryKeyVersion=PrimaryKeyVersion",
     "SecondaryKeyVersion=SecondaryKeyVersion",
     "JobId=JobId",
+    "PermanentDataPurgeRequested=PermanentDataPurgeRequested",
+    "PermanentDataPurgeReason=PermanentDataPurgeReason",
+    "PermanentDataPurgeContact=PermanentDataPurgeContact",
+    "PurgeId=PurgeId",
 };
 
 static void print_dep(struct cli *c, json_t *d)
@@ -275,6 +282,18 @@ static int spo_restore(struct cli *c, int argc, char **argv)
     return call(c, "POST", tenant, geo, "/restore", body, cli_has(&a, "wait"), timeout);
 }
 
+static int spo_purge_request(struct cli *c, int argc, char **argv)
+{
+    struct cli_args a;
+    if (!cli_parse(argc, argv, "tenant=,geo=,reason=,contact=", &a))
+        return 2;
+    const char *tenant = cli_tenant_arg(&a);
+    if (!tenant || !cli_get(&a, "geo") || a.npos)
+        return cli_usage_error("spo-dep purge-request needs --tenant T --geo GEO");
+    return cli_purge_request(
+        c, cli_path("/tenants/%s/geos/%s/dep/purge-request", tenant, cli_get(&a, "geo")), &a);
+}
+
 int cli_spodep(struct cli *c, int argc, char **argv)
 {
     static const struct cli_verb verbs[] = {
@@ -282,6 +301,7 @@ int cli_spodep(struct cli *c, int argc, char **argv)
         {"get", spo_get},
         {"update", spo_update},
         {"restore", spo_restore},
+        {"purge-request", spo_purge_request},
     };
     return cli_dispatch(c, argc, argv, "spo-dep", help, verbs, sizeof verbs / sizeof *verbs);
 }

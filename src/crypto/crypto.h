@@ -107,6 +107,17 @@ ck_err ck_seal(const uint8_t key[32], const void *aad, size_t aadlen, const uint
 ck_err ck_unseal(const uint8_t key[32], const void *aad, size_t aadlen, const uint8_t *in, size_t n,
                  struct ck_secret *out);
 
+/* ---------- fingerprints of destroyed blobs (prints.c) ---------- */
+
+ck_err ck_blob_print_make(const char *what, bool availability_store, const void *p, size_t n,
+                          struct ck_blob_print *out);
+/* Reads the file at path once and sets found[i] when a copy of blob i
+ * occurs in it anywhere (found[] is only ever set, never cleared, so one
+ * array can collect several files). A missing file is scanned as empty;
+ * *bytes gets the size read. */
+ck_err ck_blob_print_scan(const char *path, const struct ck_blob_print *v, size_t n, bool *found,
+                          int64_t *bytes);
+
 /* ---------- Ed25519 ---------- */
 
 ck_err ck_ed25519_keygen(uint8_t pub[32], struct ck_secret *priv /* 32-byte seed */);

@@ -50,6 +50,12 @@ static const struct ck_migration dep_migrations[] = {
         "  tenant TEXT PRIMARY KEY,"
         "  sealed BLOB NOT NULL,"
         "  created BIGINT NOT NULL);"},
+    {2, "CREATE TABLE ck_dep_purged ("
+        "  id TEXT PRIMARY KEY,"
+        "  tenant TEXT NOT NULL,"
+        "  name TEXT NOT NULL,"
+        "  purge_id TEXT NOT NULL,"
+        "  purged BIGINT NOT NULL);"},
 };
 
 static const struct ck_migration avail_migrations[] = {
@@ -61,7 +67,8 @@ static const struct ck_migration avail_migrations[] = {
 
 ck_err ck_deps_open(const struct ck_deps_config *cfg, struct ck_deps **out)
 {
-    CK_TRY(ck_store_migrate(cfg->store, "dep", dep_migrations, 1));
+    CK_TRY(ck_store_migrate(cfg->store, "dep", dep_migrations,
+                            sizeof dep_migrations / sizeof *dep_migrations));
     CK_TRY(ck_store_migrate(cfg->availability_store, "availability", avail_migrations, 1));
     struct ck_deps *d = ck_xcalloc(1, sizeof *d);
     d->store = cfg->store;
@@ -157,6 +164,27 @@ static void lower_copy(const char *s, char *out, size_t n)
     out[i] = '\0';
 }
 
+/* A DEP that is no more: 410 naming its purge when it was purged. */
+static ck_err dep_purged_or_not_found(struct ck_deps *d, const char *tenant, const char *ref)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(d->store, &st,
+                           "SELECT id, name, purge_id FROM ck_dep_purged WHERE tenant = ? AND "
+                           "(id = ? OR lower(name) = lower(?))",
+                           "ttt", tenant, ref, ref));
+    bool row;
+    ck_err rc = ck_stmt_step(st, &row);
+    if (rc == CK_OK && row) {
+        rc = ck_err_set(CK_EGONE,
+                        "the data encryption policy %s (%s) was permanently purged (purge %s)",
+                        ck_stmt_text(st, 0), ck_stmt_text(st, 1), ck_stmt_text(st, 2));
+        ck_err_code("DataEncryptionPolicyPurged", NULL);
+    }
+    ck_stmt_finalize(st);
+    CK_TRY(rc);
+    return row ? CK_EGONE : dep_not_found(ref);
+}
+
 ck_err ck_dep_get(struct ck_deps *d, const char *tenant, const char *ref, struct ck_dep **out)
 {
     char lc[129];
@@ -172,7 +200,7 @@ ck_err ck_dep_get(struct ck_deps *d, const char *tenant, const char *ref, struct
         *out = dep_from_row(st);
     ck_stmt_finalize(st);
     CK_TRY(rc);
-    return row ? CK_OK : dep_not_found(ref ? ref : "");
+    return row ? CK_OK : dep_purged_or_not_found(d, tenant, ref ? ref : "");
 }
 
 ck_err ck_dep_list(struct ck_deps *d, const char *tenant, struct ck_dep ***out, size_t *n)
@@ -642,4 +670,173 @@ ck_err ck_dep_refresh(struct ck_deps *d, const char *tenant, const char *ref,
     ck_buf_free(&wrapped[1]);
     ck_dep_free(cur);
     return rc;
+}
+
+/* ---------- the purge path (DESIGN §6) ---------- */
+
+/* Both root keys must refuse wrapKey to the mail service with 403: the
+ * customer has revoked the service's access. Probed outside any
+ * transaction (the vault may be this process). */
+static ck_err check_revoked(struct ck_keyprov *p, const char *const uri[2], const char *principal)
+{
+    for (int i = 0; i < 2; i++) {
+        struct ck_key_uri u;
+        CK_TRY(ck_key_uri_parse(uri[i], &u));
+        long status = 0;
+        ck_err rc = ck_keyprov_probe_wrap(p, uri[i], &status);
+        if (status == 403)
+            continue;
+        if (rc == CK_OK || (status >= 200 && status < 300))
+            return ck_err_set(CK_ECONFLICT,
+                              "the vault '%s' still grants wrapKey on %s to the %s: remove its "
+                              "access policy (wrapKey and unwrapKey) before requesting a purge",
+                              u.vault, uri[i], principal);
+        if (status == 0 || status >= 500 || ck_keyprov_classify(rc) == CK_EUNAVAIL)
+            return ck_err_set(CK_EUNAVAIL,
+                              "cannot confirm that the vault '%s' revoked the %s's access to %s: "
+                              "%s",
+                              u.vault, principal, uri[i], ck_err_msg());
+        return ck_err_set(CK_ECONFLICT,
+                          "the vault '%s' answered wrapKey on %s with HTTP %ld, not 403: a purge "
+                          "needs both vaults to deny the %s",
+                          u.vault, uri[i], status, principal);
+    }
+    return CK_OK;
+}
+
+ck_err ck_dep_purge_request(struct ck_deps *d, const char *tenant, const char *ref,
+                            const char *reason, const char *contact, const char *request_id,
+                            struct ck_dep **out)
+{
+    if (!reason || !*reason || strlen(reason) > 512)
+        return ck_err_set(CK_EINVAL, "a purge reason of 1 to 512 characters is required");
+    if (!contact || !*contact || strlen(contact) > 256)
+        return ck_err_set(CK_EINVAL, "a purge contact of 1 to 256 characters is required");
+    struct ck_dep *cur;
+    CK_TRY(ck_dep_get(d, tenant, ref, &cur));
+    ck_err rc = CK_OK;
+    if (cur->service_managed)
+        rc = ck_err_set(CK_EINVAL, "the service-managed DEP cannot be purged: offboard the "
+                                   "tenant instead");
+    else if (cur->purge_requested)
+        rc = ck_err_set(CK_ECONFLICT,
+                        "a permanent data purge was already requested for the DEP %s (%s)", cur->id,
+                        cur->name);
+    const char *uri[2] = {cur->key_uri[0], cur->key_uri[1]};
+    if (rc == CK_OK)
+        rc = check_revoked(d->keyprov, uri, "ckey Mail Service");
+    int64_t changes = 0;
+    if (rc == CK_OK)
+        rc = ck_store_run(d->store, &changes,
+                          "UPDATE ck_dep SET purge_requested = ?, purge_reason = ?, "
+                          "purge_contact = ?, changed = ? WHERE id = ? AND purge_requested = 0",
+                          "ittit", ck_now(), reason, contact, ck_now(), cur->id);
+    if (rc == CK_OK && changes == 0)
+        rc = ck_err_set(CK_ECONFLICT,
+                        "a permanent data purge was already requested for the DEP %s (%s)", cur->id,
+                        cur->name);
+    audit_dep(d, "dep.purge-request", cur->id, request_id, rc, reason);
+    if (rc == CK_OK)
+        rc = ck_dep_get(d, tenant, cur->id, out);
+    ck_dep_free(cur);
+    return rc;
+}
+
+ck_err ck_dep_purge_prints(struct ck_deps *d, const char *dep_id, struct ck_blob_print **out,
+                           size_t *n)
+{
+    struct wrapped_row w = {0};
+    CK_TRY(load_wrapped(d, dep_id, &w));
+    struct ck_blob_print *v = ck_xcalloc(4, sizeof *v);
+    size_t count = 0;
+    char what[128];
+    ck_err rc = CK_OK;
+    for (int i = 0; i < 2 && rc == CK_OK; i++) {
+        snprintf(what, sizeof what, "DEP %s key, copy under root key %d", dep_id, i + 1);
+        rc = ck_blob_print_make(what, false, w.wrapped[i].p, w.wrapped[i].n, &v[count++]);
+    }
+    snprintf(what, sizeof what, "DEP %s key, copy under its availability key", dep_id);
+    if (rc == CK_OK)
+        rc = ck_blob_print_make(what, false, w.wrapped_avail.p, w.wrapped_avail.n, &v[count++]);
+    wrapped_row_free(&w);
+    struct ck_stmt *st = NULL;
+    bool row = false;
+    if (rc == CK_OK)
+        rc = ck_stmt_prepare(
+            d->avail, &st, "SELECT sealed FROM ck_availability_key WHERE dep_id = ?", "t", dep_id);
+    if (rc == CK_OK)
+        rc = ck_stmt_step(st, &row);
+    if (rc == CK_OK && row) {
+        size_t sn;
+        const void *sealed = ck_stmt_blob(st, 0, &sn);
+        snprintf(what, sizeof what, "availability key of DEP %s", dep_id);
+        rc = ck_blob_print_make(what, true, sealed, sn, &v[count++]);
+    }
+    ck_stmt_finalize(st);
+    if (rc != CK_OK) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return CK_OK;
+}
+
+ck_err ck_dep_destroy(struct ck_deps *d, const char *dep_id, const char *purge_id)
+{
+    char cache_id[48];
+    snprintf(cache_id, sizeof cache_id, "dep:%s", dep_id);
+    ck_keycache_drop(d->cache, cache_id);
+    CK_TRY(ck_store_begin(d->store));
+    ck_err rc = ck_store_run(d->store, NULL,
+                             "INSERT INTO ck_dep_purged (id, tenant, name, purge_id, purged) "
+                             "SELECT id, tenant, name, ?, ? FROM ck_dep WHERE id = ? AND "
+                             "purge_requested <> 0 ON CONFLICT (id) DO NOTHING",
+                             "tit", purge_id, ck_now(), dep_id);
+    if (rc == CK_OK)
+        rc = ck_store_run(d->store, NULL,
+                          "DELETE FROM ck_dep WHERE id = ? AND purge_requested <> 0", "t", dep_id);
+    if (rc == CK_OK)
+        rc = ck_store_commit(d->store);
+    else
+        ck_store_rollback(d->store);
+    CK_TRY(rc);
+    audit_dep(d, "dep.destroy", dep_id, purge_id, CK_OK, "every wrapped copy of the DEP key");
+    return ck_store_checkpoint(d->store);
+}
+
+ck_err ck_dep_destroy_availability(struct ck_deps *d, const char *dep_id, const char *purge_id)
+{
+    bool live;
+    CK_TRY(ck_dep_purge_remains(d, dep_id, &live, NULL));
+    if (live)
+        return ck_err_set(CK_ECONFLICT,
+                          "the DEP %s still exists: its availability key is deleted only after it",
+                          dep_id);
+    CK_TRY(ck_store_run(d->avail, NULL, "DELETE FROM ck_availability_key WHERE dep_id = ?", "t",
+                        dep_id));
+    audit_dep(d, "dep.destroy-availability-key", dep_id, purge_id, CK_OK, NULL);
+    return ck_store_checkpoint(d->avail);
+}
+
+ck_err ck_dep_purge_remains(struct ck_deps *d, const char *dep_id, bool *dep_row, bool *avail_row)
+{
+    struct ck_stmt *st;
+    bool row;
+    if (dep_row) {
+        CK_TRY(ck_stmt_prepare(d->store, &st, "SELECT 1 FROM ck_dep WHERE id = ?", "t", dep_id));
+        ck_err rc = ck_stmt_step(st, &row);
+        ck_stmt_finalize(st);
+        CK_TRY(rc);
+        *dep_row = row;
+    }
+    if (avail_row) {
+        CK_TRY(ck_stmt_prepare(d->avail, &st, "SELECT 1 FROM ck_availability_key WHERE dep_id = ?",
+                               "t", dep_id));
+        ck_err rc = ck_stmt_step(st, &row);
+        ck_stmt_finalize(st);
+        CK_TRY(rc);
+        *avail_row = row;
+    }
+    return CK_OK;
 }

@@ -86,6 +86,36 @@ ck_err ck_dep_service_managed(struct ck_deps *d, const char *tenant, struct ck_d
  * requested): CK_OK, or CK_EINVAL/CK_ENOTFOUND with the reason. */
 ck_err ck_dep_assignable(struct ck_deps *d, const char *tenant, const char *dep_id);
 
+/* ---------- the purge path (DESIGN §6, docs/purge.md) ---------- */
+
+/* Sets PermanentDataPurgeRequested with reason (1–512 bytes) and contact
+ * (1–256), only after proving the customer revoked the mail service: a
+ * wrapKey of random bytes under each root key (ck_keyprov_probe_wrap) must
+ * answer 403 from both. Otherwise CK_ECONFLICT naming the vault that still
+ * grants it (or answered something else), CK_EUNAVAIL naming one that did
+ * not answer; nothing changes. CK_EINVAL for the service-managed DEP,
+ * CK_ECONFLICT when already requested. Audited. The DEP can no longer be
+ * assigned afterwards (ck_dep_assignable). */
+ck_err ck_dep_purge_request(struct ck_deps *d, const char *tenant, const char *ref,
+                            const char *reason, const char *contact, const char *request_id,
+                            struct ck_dep **out);
+/* Fingerprints of every stored copy of the DEP's key (under root key 1 and
+ * 2 and under its availability key) and of its sealed availability key
+ * (availability_store = true): *n is 3 or 4. Taken before destroying. */
+ck_err ck_dep_purge_prints(struct ck_deps *d, const char *dep_id, struct ck_blob_print **out,
+                           size_t *n);
+/* Deletes the DEP row, so every wrapped copy of its key, leaving a
+ * tombstone: ck_dep_get then fails with CK_EGONE naming purge_id. Drops the
+ * cached key, checkpoints the store. Only a DEP with a purge request is
+ * deleted; a second call does nothing. */
+ck_err ck_dep_destroy(struct ck_deps *d, const char *dep_id, const char *purge_id);
+/* Deletes the DEP's availability key — refused (CK_ECONFLICT) while the DEP
+ * row exists — and checkpoints the availability store. Idempotent. */
+ck_err ck_dep_destroy_availability(struct ck_deps *d, const char *dep_id, const char *purge_id);
+/* Whether the DEP row and its availability key still exist (either may be
+ * NULL). */
+ck_err ck_dep_purge_remains(struct ck_deps *d, const char *dep_id, bool *dep_row, bool *avail_row);
+
 enum ck_dep_purpose { CK_DEP_USER, CK_DEP_SYSTEM };
 /* The DEP's key (32 bytes) by the rules above. */
 ck_err ck_dep_key(struct ck_deps *d, const char *dep_id, enum ck_dep_purpose purpose,

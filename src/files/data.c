@@ -12,7 +12,10 @@
  * memory) and inserts each full chunk as its own statement: memory stays
  * flat and no transaction spans the upload. Commit is one transaction that
  * makes the new version current and deletes the previous one; abort deletes
- * the partial rows.
+ * the partial rows. A writer open when its geo is marked for purge fails at
+ * its next chunk or its commit (CK_EGONE): a chunk is stored only while its
+ * version's row exists and its geo is not Purging, so no chunk outlives the
+ * purge batch of its site.
  */
 #include "files/files_internal.h"
 #include "crypto/crypto.h"
@@ -155,11 +158,26 @@ static ck_err flush_chunk(struct ck_file_writer *w)
     CK_GUARD(chunk_aad(w->tenant, w->site_id, w->path, w->version, w->chunks, &aad));
     CK_GUARD(ck_aes_gcm_encrypt(ck.p, ck.n, nonce, sizeof nonce, aad.p, aad.n, w->buf.p, w->fill,
                                 w->ct.p, tag));
-    CK_GUARD(ck_store_run(w->f->store, NULL,
+    int64_t changes = 0;
+    CK_GUARD(ck_store_run(w->f->store, &changes,
                           "INSERT INTO ck_chunk (file_id, idx, wrapped_key, nonce, ct, tag) "
-                          "VALUES (?,?,?,?,?,?)",
-                          "tibbbb", w->file_id, w->chunks, wrapped.p, wrapped.n, nonce,
-                          sizeof nonce, w->ct.p, w->fill, tag, sizeof tag));
+                          "SELECT ?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM ck_file fl JOIN "
+                          "ck_site s ON s.id = fl.site_id JOIN ck_spo_dep p ON p.tenant = "
+                          "s.tenant AND p.geo = s.geo WHERE fl.id = ? AND fl.state = 'writing' "
+                          "AND p.state <> ? AND p.state <> ?)",
+                          "tibbbbttt", w->file_id, w->chunks, wrapped.p, wrapped.n, nonce,
+                          sizeof nonce, w->ct.p, w->fill, tag, sizeof tag, w->file_id,
+                          ck_spo_state_name(CK_SPO_PURGING), ck_spo_state_name(CK_SPO_PURGED)));
+    if (changes != 1) {
+        /* The version's row is gone, or its geo marked for purge. */
+        struct files_site_row r;
+        rc = files_site_load(w->f, w->tenant, w->site_id, &r);
+        ck_buf_free(&r.wrapped_key);
+        if (rc == CK_OK)
+            rc = ck_err_set(CK_ECONFLICT, "the new version of %s vanished before its commit",
+                            w->path);
+        goto out;
+    }
     w->chunks++;
     w->size += (int64_t)w->fill;
     ck_wipe(w->buf.p, w->fill);
@@ -217,6 +235,12 @@ ck_err ck_file_writer_commit(struct ck_file_writer *w, struct ck_file_info *info
     bool began = false;
     if (rc == CK_OK)
         began = (rc = ck_store_begin(f->store)) == CK_OK;
+    if (rc == CK_OK) {
+        /* Not into a site whose geo was marked for purge meanwhile. */
+        struct files_site_row r;
+        rc = files_site_load(f, w->tenant, w->site_id, &r);
+        ck_buf_free(&r.wrapped_key);
+    }
     int64_t changes = 0;
     if (rc == CK_OK)
         rc = ck_store_run(f->store, &changes,

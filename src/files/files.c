@@ -8,6 +8,10 @@
  * (AES-KWP) under the geo's current TIK: the policy row's tik_id, which is
  * the target TIK while a registration or roll runs, so new sites never need
  * moving.
+ *
+ * A site of a geo under purge answers CK_EGONE: from the moment the geo is
+ * marked Purging, then as a tombstone (its row kept with an empty key and
+ * the purge id, so that the path is not reused and reads say 410, not 404).
  */
 #include "files/files_internal.h"
 #include "crypto/crypto.h"
@@ -77,6 +81,13 @@ static const struct ck_migration files_migrations[] = {
         "  ct BLOB NOT NULL,"
         "  tag BLOB NOT NULL,"
         "  PRIMARY KEY (file_id, idx));"},
+    /* Offboarding and purge: the purge a geo is under (its request), and
+     * the purge that emptied a site (a tombstone). */
+    {2, "ALTER TABLE ck_spo_dep ADD COLUMN purge_id TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE ck_spo_dep ADD COLUMN purge_reason TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE ck_spo_dep ADD COLUMN purge_contact TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE ck_spo_dep ADD COLUMN purge_requested_at BIGINT NOT NULL DEFAULT 0;"
+        "ALTER TABLE ck_site ADD COLUMN purge_id TEXT NOT NULL DEFAULT '';"},
 };
 
 static const struct ck_migration avail_migrations[] = {
@@ -101,7 +112,8 @@ ck_err ck_files_open(const struct ck_files_config *cfg, struct ck_files **out)
     if (chunk < CK_FILES_CHUNK_MIN || chunk > CK_FILES_CHUNK_MAX)
         return ck_err_set(CK_EINVAL, "files: the chunk size must be between %u and %u bytes",
                           CK_FILES_CHUNK_MIN, CK_FILES_CHUNK_MAX);
-    CK_TRY(ck_store_migrate(cfg->store, "files", files_migrations, 1));
+    CK_TRY(ck_store_migrate(cfg->store, "files", files_migrations,
+                            sizeof files_migrations / sizeof files_migrations[0]));
     CK_TRY(ck_store_migrate(cfg->availability_store, "files-availability", avail_migrations, 1));
     struct ck_files *f = ck_xcalloc(1, sizeof *f);
     f->store = cfg->store;
@@ -183,17 +195,11 @@ ck_err ck_geo_add(struct ck_files *f, const char *tenant, const char *geo)
 {
     CK_TRY(files_check_tenant(tenant));
     CK_TRY(files_check_geo(geo));
-    struct ck_secret root = {0}, tik = {0};
     struct ck_buf wrapped = {0};
     char tik_id[37];
-    char *uri = ck_sprintf(FILES_SERVICE_ROOT_URI "/%s", tenant);
     bool began = false;
     ck_err rc;
-    CK_GUARD(files_service_root(f, tenant, &root));
-    CK_GUARD(ck_uuid_v4(tik_id));
-    CK_GUARD(ck_secret_alloc(&tik, FILES_KEY_LEN));
-    CK_GUARD(ck_rand_bytes(tik.p, tik.n));
-    CK_GUARD(ck_aes_kwp_wrap(root.p, root.n, tik.p, tik.n, &wrapped));
+    CK_GUARD(files_service_tik_make(f, tenant, tik_id, &wrapped));
     CK_GUARD(ck_store_begin(f->store));
     began = true;
     int64_t now = ck_now();
@@ -202,12 +208,7 @@ ck_err ck_geo_add(struct ck_files *f, const char *tenant, const char *geo)
     if (rc == CK_ECONFLICT)
         rc = ck_err_set(CK_ECONFLICT, "geo %s already exists in this tenant", geo);
     if (rc == CK_OK)
-        rc =
-            ck_store_run(f->store, NULL,
-                         "INSERT INTO ck_tik (id, tenant, geo, service_managed, kid1, kid2, "
-                         "wrapped1, wrapped2, wrapped_avail, created) VALUES (?,?,?,1,?,?,?,?,?,?)",
-                         "tttttbbni", tik_id, tenant, geo, uri, uri, wrapped.p, wrapped.n,
-                         wrapped.p, wrapped.n, now);
+        rc = files_service_tik_insert(f, tenant, geo, tik_id, &wrapped);
     if (rc == CK_OK)
         rc =
             ck_store_run(f->store, NULL,
@@ -219,9 +220,6 @@ ck_err ck_geo_add(struct ck_files *f, const char *tenant, const char *geo)
 out:
     if (rc != CK_OK && began)
         ck_store_rollback(f->store);
-    free(uri);
-    ck_secret_free(&root);
-    ck_secret_free(&tik);
     ck_buf_free(&wrapped);
     return rc;
 }
@@ -253,7 +251,7 @@ ck_err ck_geo_list(struct ck_files *f, const char *tenant, char (**geos)[9], siz
 
 /* ---------- sites ---------- */
 
-#define SITE_COLUMNS "id, tenant, geo, path, tik_id, created, wrapped_site_key"
+#define SITE_COLUMNS "s.id, s.tenant, s.geo, s.path, s.tik_id, s.created, s.wrapped_site_key"
 
 static void site_from_row(struct ck_stmt *st, struct ck_site *s)
 {
@@ -274,12 +272,21 @@ ck_err files_site_load(struct ck_files *f, const char *tenant, const char *site,
         return ck_err_set(CK_EINVAL, "a site path or id is required");
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT " SITE_COLUMNS " FROM ck_site WHERE tenant = ? AND (path = ? "
-                           "OR id = ?)",
+                           "SELECT " SITE_COLUMNS ", s.purge_id, p.state, p.purge_id FROM ck_site "
+                           "s LEFT JOIN ck_spo_dep p ON p.tenant = s.tenant AND p.geo = s.geo "
+                           "WHERE s.tenant = ? AND (s.path = ? OR s.id = ?)",
                            "ttt", tenant ? tenant : "", site, site));
-    bool row;
+    bool row = false;
     ck_err rc = ck_stmt_step(st, &row);
-    if (rc == CK_OK && row) {
+    const char *state = rc == CK_OK && row ? ck_stmt_text(st, 8) : NULL;
+    bool purging = state && (strcmp(state, ck_spo_state_name(CK_SPO_PURGING)) == 0 ||
+                             strcmp(state, ck_spo_state_name(CK_SPO_PURGED)) == 0);
+    if (rc == CK_OK && row && (*ck_stmt_text(st, 7) || purging)) {
+        const char *purge = *ck_stmt_text(st, 7) ? ck_stmt_text(st, 7) : ck_stmt_text(st, 9);
+        rc = ck_err_set(CK_EGONE, "the site %s was permanently purged (purge %s)",
+                        ck_stmt_text(st, 3), purge ? purge : "");
+        ck_err_code("Gone", "SitePurged");
+    } else if (rc == CK_OK && row) {
         site_from_row(st, &out->site);
         size_t n;
         const void *p = ck_stmt_blob(st, 6, &n);
@@ -321,39 +328,42 @@ ck_err ck_site_new(struct ck_files *f, const char *tenant, const char *geo, cons
     CK_TRY(files_check_tenant(tenant));
     CK_TRY(files_check_geo(geo));
     CK_TRY(check_site_path(path));
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT tik_id FROM ck_spo_dep WHERE tenant = ? AND geo = ?", "tt",
-                           tenant, geo));
-    bool row;
-    char tik_id[37] = "";
-    ck_err rc = ck_stmt_step(st, &row);
-    if (rc == CK_OK && row)
-        snprintf(tik_id, sizeof tik_id, "%s", ck_stmt_text(st, 0));
-    ck_stmt_finalize(st);
-    CK_TRY(rc);
-    if (!row)
-        return ck_err_set(CK_ENOTFOUND, "no geo %s in this tenant", geo);
+    struct ck_spo_dep spo;
+    CK_TRY(files_spo_load(f, tenant, geo, &spo, NULL));
+    CK_TRY(files_purge_guard(&spo));
 
     struct ck_secret tik = {0}, key = {0};
     struct ck_buf wrapped = {0};
+    const char *tik_id = spo.tik_id;
     char id[37];
+    ck_err rc;
     CK_GUARD(files_tik(f, tik_id, &tik));
     CK_GUARD(ck_uuid_v4(id));
     CK_GUARD(ck_secret_alloc(&key, FILES_KEY_LEN));
     CK_GUARD(ck_rand_bytes(key.p, key.n));
     CK_GUARD(ck_aes_kwp_wrap(tik.p, tik.n, key.p, key.n, &wrapped));
     /* The guard on the policy row: a registration or roll that changed the
-     * target TIK since we read it makes this insert a no-op, and we retry. */
+     * target TIK, or a purge requested, since we read it makes this insert a
+     * no-op, and we retry (and see why). */
     int64_t changes = 0;
     rc = ck_store_run(f->store, &changes,
                       "INSERT INTO ck_site (id, tenant, geo, path, tik_id, wrapped_site_key, "
                       "created) SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM ck_spo_dep "
-                      "WHERE tenant = ? AND geo = ? AND tik_id = ?)",
+                      "WHERE tenant = ? AND geo = ? AND tik_id = ? AND purge_id = '')",
                       "tttttbittt", id, tenant, geo, path, tik_id, wrapped.p, wrapped.n, ck_now(),
                       tenant, geo, tik_id);
-    if (rc == CK_ECONFLICT)
-        rc = ck_err_set(CK_ECONFLICT, "a site %s already exists in this tenant", path);
+    if (rc == CK_ECONFLICT) {
+        /* A purged site keeps its path: say so rather than "exists". */
+        struct files_site_row old;
+        char gone[512];
+        if (files_site_load(f, tenant, path, &old) == CK_EGONE) {
+            snprintf(gone, sizeof gone, "%s", ck_err_msg());
+            rc = ck_err_set(CK_ECONFLICT, "%s: its path cannot be used again", gone);
+        } else {
+            rc = ck_err_set(CK_ECONFLICT, "a site %s already exists in this tenant", path);
+        }
+        ck_buf_free(&old.wrapped_key);
+    }
 out:
     ck_secret_free(&tik);
     ck_secret_free(&key);
@@ -378,7 +388,8 @@ ck_err ck_site_list(struct ck_files *f, const char *tenant, struct ck_site **out
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT " SITE_COLUMNS " FROM ck_site WHERE tenant = ? ORDER BY path",
+                           "SELECT " SITE_COLUMNS " FROM ck_site s WHERE tenant = ? ORDER BY "
+                           "path",
                            "t", tenant ? tenant : ""));
     struct ck_site *v = NULL;
     size_t count = 0;

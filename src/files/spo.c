@@ -18,8 +18,20 @@
  * Recovering state lasts only for the one transaction that writes the new
  * wrapped copies; the state is Registered when restore returns.
  *
+ * Unregistration (offboarding) is a move like a roll, to a new
+ * service-managed TIK: state Unregistering while the job runs, then
+ * Unregistered with the root key URIs cleared and the customer TIKs and
+ * their availability keys deleted. Only the job unwraps the old TIK through
+ * the customer's keys (system use); afterwards nothing of the geo calls them.
+ *
+ * A purge request is recorded only after both root keys' vaults answered a
+ * wrapKey probe with 403: the customer has taken the files service's access
+ * away. From then on the policy is frozen (no registration, roll, restore,
+ * unregistration or new site); purge.c does the rest.
+ *
  * The job fetches every TIK it needs before it takes the write lock: an
- * unwrap may call a vault that is this same process.
+ * unwrap may call a vault that is this same process. So does the purge
+ * request's probe: no vault call is made inside a transaction.
  */
 #include "files/files_internal.h"
 #include "crypto/crypto.h"
@@ -28,10 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REWRAP_BATCH 100
-
-static const char *const state_names[] = {"Unregistered", "Registering", "Registered", "Rolling",
-                                          "Recovering"};
+static const char *const state_names[] = {"Unregistered", "Registering",   "Registered", "Rolling",
+                                          "Recovering",   "Unregistering", "Purging",    "Purged"};
 
 const char *ck_spo_state_name(enum ck_spo_state s)
 {
@@ -53,8 +63,10 @@ void files_audit(struct ck_files *f, const char *operation, const char *target,
         return;
     char saved[512];
     snprintf(saved, sizeof saved, "%s", ck_err_msg());
+    /* Codes are string literals (err.c): the pointers outlive the append,
+     * which may set errors of its own. A copy freed here would leave the
+     * thread's error state pointing at freed memory. */
     const char *code = ck_err_code_get(), *inner = ck_err_inner_get();
-    char *c = ck_strdup(code), *in = ck_strdup(inner);
     struct ck_audit_event ev = {FILES_PRINCIPAL,
                                 operation,
                                 target,
@@ -64,10 +76,8 @@ void files_audit(struct ck_files *f, const char *operation, const char *target,
     if (ck_audit_append(f->audit, &ev) != CK_OK)
         ck_log(CK_LOG_ERROR, "audit append failed", "operation", operation, NULL);
     ck_err_set(rc, "%s", saved);
-    if (c)
-        ck_err_code(c, in);
-    free(c);
-    free(in);
+    if (code)
+        ck_err_code(code, inner);
 }
 
 /* ---------- reading the policy ---------- */
@@ -94,17 +104,17 @@ static ck_err site_counts(struct ck_files *f, const char *tenant, const char *ge
     return rc;
 }
 
-/* The policy row (and the old TIK id) without the percentage. */
-static ck_err load_spo(struct ck_files *f, const char *tenant, const char *geo,
-                       struct ck_spo_dep *out, char old_tik[37])
+ck_err files_spo_load(struct ck_files *f, const char *tenant, const char *geo,
+                      struct ck_spo_dep *out, char old_tik[37])
 {
     memset(out, 0, sizeof *out);
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(f->store, &st,
                            "SELECT p.state, p.primary_uri, p.secondary_uri, p.tik_id, "
-                           "p.old_tik_id, p.job_id, t.kid1, t.kid2, t.service_managed FROM "
-                           "ck_spo_dep p LEFT JOIN ck_tik t ON t.id = p.tik_id WHERE p.tenant = "
-                           "? AND p.geo = ?",
+                           "p.old_tik_id, p.job_id, t.kid1, t.kid2, t.service_managed, "
+                           "p.purge_id, p.purge_reason, p.purge_contact, p.purge_requested_at "
+                           "FROM ck_spo_dep p LEFT JOIN ck_tik t ON t.id = p.tik_id WHERE "
+                           "p.tenant = ? AND p.geo = ?",
                            "tt", tenant, geo));
     bool row;
     ck_err rc = ck_stmt_step(st, &row);
@@ -122,6 +132,11 @@ static ck_err load_spo(struct ck_files *f, const char *tenant, const char *geo,
             version_of(ck_stmt_text(st, 6), out->primary_version);
             version_of(ck_stmt_text(st, 7), out->secondary_version);
         }
+        snprintf(out->purge_id, sizeof out->purge_id, "%s", ck_stmt_text(st, 9));
+        snprintf(out->purge_reason, sizeof out->purge_reason, "%s", ck_stmt_text(st, 10));
+        snprintf(out->purge_contact, sizeof out->purge_contact, "%s", ck_stmt_text(st, 11));
+        out->purge_requested_at = ck_stmt_int(st, 12);
+        out->purge_requested = out->purge_id[0] != '\0';
     } else if (rc == CK_OK) {
         rc = ck_err_set(CK_ENOTFOUND, "no geo %s in this tenant", geo);
         ck_err_code("GeoNotFound", NULL);
@@ -134,10 +149,32 @@ ck_err ck_spo_get(struct ck_files *f, const char *tenant, const char *geo, struc
 {
     CK_TRY(files_check_tenant(tenant));
     CK_TRY(files_check_geo(geo));
-    CK_TRY(load_spo(f, tenant, geo, out, NULL));
+    CK_TRY(files_spo_load(f, tenant, geo, out, NULL));
     int64_t on, all;
-    CK_TRY(site_counts(f, tenant, geo, out->tik_id, &on, &all));
+    if (out->state == CK_SPO_PURGING || out->state == CK_SPO_PURGED)
+        CK_TRY(files_purge_counts(f, tenant, geo, &on, &all)); /* sites destroyed */
+    else
+        CK_TRY(site_counts(f, tenant, geo, out->tik_id, &on, &all));
     out->percent = all ? (int)(on * 100 / all) : 100;
+    return CK_OK;
+}
+
+ck_err files_purge_guard(const struct ck_spo_dep *d)
+{
+    if (d->state == CK_SPO_PURGING || d->state == CK_SPO_PURGED) {
+        ck_err rc =
+            ck_err_set(CK_EGONE, "the geo %s of this tenant was permanently purged (purge %s)",
+                       d->geo, d->purge_id);
+        ck_err_code("Gone", "GeoPurged");
+        return rc;
+    }
+    if (d->purge_requested) {
+        ck_err rc = ck_err_set(
+            CK_ECONFLICT, "a permanent purge was requested for geo %s of this tenant (purge %s)",
+            d->geo, d->purge_id);
+        ck_err_code("Conflict", "PurgeRequested");
+        return rc;
+    }
     return CK_OK;
 }
 
@@ -215,12 +252,20 @@ static ck_err start_move(struct ck_files *f, const char *tenant, const char *geo
     ck_err rc = ck_store_run(
         f->store, &changes,
         "UPDATE ck_spo_dep SET state = ?, primary_uri = ?, secondary_uri = ?, tik_id = ?, "
-        "old_tik_id = ?, changed = ? WHERE tenant = ? AND geo = ? AND state = ? AND tik_id = ?",
+        "old_tik_id = ?, changed = ? WHERE tenant = ? AND geo = ? AND state = ? AND tik_id = ? "
+        "AND purge_id = ''",
         "tttttitttt", ck_spo_state_name(to), uri1, uri2, new_tik_id, old_tik, ck_now(), tenant, geo,
         ck_spo_state_name(from), old_tik);
-    if (rc == CK_OK && changes != 1)
-        rc = ck_err_set(CK_ECONFLICT,
-                        "the data encryption policy of geo %s changed meanwhile; try again", geo);
+    if (rc == CK_OK && changes != 1) {
+        struct ck_spo_dep now;
+        rc = files_spo_load(f, tenant, geo, &now, NULL);
+        if (rc == CK_OK)
+            rc = files_purge_guard(&now);
+        if (rc == CK_OK)
+            rc = ck_err_set(CK_ECONFLICT,
+                            "the data encryption policy of geo %s changed meanwhile; try again",
+                            geo);
+    }
     if (rc == CK_OK)
         rc = ck_job_enqueue(f->jobs, CK_FILES_REWRAP_JOB, tenant, target, job_id);
     if (rc == CK_OK)
@@ -238,8 +283,8 @@ static ck_err start_move(struct ck_files *f, const char *tenant, const char *geo
 static ck_err busy(const char *geo, enum ck_spo_state s)
 {
     return ck_err_set(CK_ECONFLICT,
-                      "the data encryption policy of geo %s is %s: one registration, roll or "
-                      "restore at a time",
+                      "the data encryption policy of geo %s is %s: one registration, roll, "
+                      "restore or unregistration at a time",
                       geo, ck_spo_state_name(s));
 }
 
@@ -253,7 +298,8 @@ ck_err ck_spo_register(struct ck_files *f, const char *tenant, const char *geo,
     struct ck_spo_dep cur;
     char old_tik[37], tik_id[37] = "";
     ck_err rc;
-    CK_GUARD(load_spo(f, tenant, geo, &cur, old_tik));
+    CK_GUARD(files_spo_load(f, tenant, geo, &cur, old_tik));
+    CK_GUARD(files_purge_guard(&cur));
     if (cur.state != CK_SPO_UNREGISTERED) {
         rc = ck_err_set(CK_ECONFLICT, "geo %s already has a data encryption policy", geo);
         goto out;
@@ -263,7 +309,9 @@ ck_err ck_spo_register(struct ck_files *f, const char *tenant, const char *geo,
     CK_GUARD(new_tik(f, tenant, geo, uri, tik_id));
     rc = start_move(f, tenant, geo, CK_SPO_UNREGISTERED, CK_SPO_REGISTERING, primary_uri,
                     secondary_uri, cur.tik_id, tik_id);
-    if (rc == CK_ECONFLICT) {
+    if (rc == CK_ECONFLICT && ck_err_code_get()) {
+        forget_tik(f, tik_id); /* a purge was requested meanwhile: its message */
+    } else if (rc == CK_ECONFLICT) {
         forget_tik(f, tik_id);
         rc = ck_err_set(CK_ECONFLICT, "geo %s already has a data encryption policy", geo);
     } else if (rc != CK_OK) {
@@ -288,7 +336,8 @@ ck_err ck_spo_update(struct ck_files *f, const char *tenant, const char *geo, bo
     struct ck_spo_dep cur;
     char tik_id[37] = "";
     ck_err rc;
-    CK_GUARD(load_spo(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_spo_load(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_purge_guard(&cur));
     if (cur.state == CK_SPO_UNREGISTERED) {
         rc = ck_err_set(CK_ECONFLICT,
                         "geo %s has no data encryption policy: register one before rolling a key",
@@ -356,7 +405,8 @@ ck_err ck_spo_restore(struct ck_files *f, const char *tenant, const char *geo,
     char kid[2][CK_KEY_URI_MAX];
     bool began = false;
     ck_err rc;
-    CK_GUARD(load_spo(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_spo_load(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_purge_guard(&cur));
     if (cur.state == CK_SPO_UNREGISTERED) {
         rc = ck_err_set(CK_ECONFLICT, "geo %s has no data encryption policy to restore", geo);
         goto out;
@@ -383,7 +433,7 @@ ck_err ck_spo_restore(struct ck_files *f, const char *tenant, const char *geo,
     int64_t now = ck_now();
     CK_GUARD(ck_store_run(f->store, &changes,
                           "UPDATE ck_spo_dep SET state = ?, changed = ? WHERE tenant = ? AND "
-                          "geo = ? AND state = ? AND tik_id = ?",
+                          "geo = ? AND state = ? AND tik_id = ? AND purge_id = ''",
                           "titttt", ck_spo_state_name(CK_SPO_RECOVERING), now, tenant, geo,
                           ck_spo_state_name(CK_SPO_REGISTERED), cur.tik_id));
     if (changes != 1) {
@@ -422,6 +472,208 @@ out:
     return out ? ck_spo_get(f, tenant, geo, out) : CK_OK;
 }
 
+/* ---------- offboarding ---------- */
+
+/* A new service-managed TIK for the geo, its row written: wrapped like the
+ * one a geo starts with (ck_geo_add), under the tenant's service root key. */
+static ck_err new_service_tik(struct ck_files *f, const char *tenant, const char *geo,
+                              char tik_id[37])
+{
+    struct ck_buf wrapped = {0};
+    ck_err rc;
+    CK_GUARD(files_service_tik_make(f, tenant, tik_id, &wrapped));
+    rc = files_service_tik_insert(f, tenant, geo, tik_id, &wrapped);
+out:
+    ck_buf_free(&wrapped);
+    return rc;
+}
+
+ck_err ck_spo_unregister(struct ck_files *f, const char *tenant, const char *geo,
+                         const char *request_id, struct ck_spo_dep *out)
+{
+    CK_TRY(files_check_tenant(tenant));
+    CK_TRY(files_check_geo(geo));
+    char *target = ck_sprintf("%s/%s", tenant, geo);
+    struct ck_spo_dep cur;
+    char tik_id[37] = "";
+    const char *what = "moving to";
+    ck_err rc;
+    CK_GUARD(files_spo_load(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_purge_guard(&cur));
+    if (cur.state == CK_SPO_UNREGISTERED || cur.state == CK_SPO_UNREGISTERING) {
+        /* Nothing to do, or the same move already under way. */
+        what = cur.state == CK_SPO_UNREGISTERED ? "already on" : "already moving to";
+        snprintf(tik_id, sizeof tik_id, "%s", cur.tik_id);
+        rc = CK_OK;
+        goto out;
+    }
+    if (cur.state != CK_SPO_REGISTERED) {
+        rc = busy(geo, cur.state);
+        goto out;
+    }
+    CK_GUARD(new_service_tik(f, tenant, geo, tik_id));
+    /* The URIs stay while the job still unwraps the old TIK through them;
+     * the job's last step clears them. */
+    rc = start_move(f, tenant, geo, CK_SPO_REGISTERED, CK_SPO_UNREGISTERING, cur.primary_uri,
+                    cur.secondary_uri, cur.tik_id, tik_id);
+    if (rc != CK_OK) {
+        char saved[512];
+        snprintf(saved, sizeof saved, "%s", ck_err_msg());
+        const char *code = ck_err_code_get(), *inner = ck_err_inner_get();
+        forget_tik(f, tik_id);
+        ck_err_set(rc, "%s", saved);
+        if (code)
+            ck_err_code(code, inner);
+    }
+out:;
+    char detail[256];
+    snprintf(detail, sizeof detail, "geo %s; %s service-managed TIK %s; customer TIK %s", geo, what,
+             tik_id, cur.tik_id);
+    files_audit(f, "spo.unregister", target, request_id, rc, detail);
+    free(target);
+    CK_TRY(rc);
+    return out ? ck_spo_get(f, tenant, geo, out) : CK_OK;
+}
+
+/* ---------- the purge request ---------- */
+
+static ck_err check_text(const char *what, const char *v, size_t max)
+{
+    size_t n = v ? strlen(v) : 0;
+    if (n == 0 || n > max)
+        return ck_err_set(CK_EINVAL, "a purge %s must have 1 to %zu bytes", what, max);
+    return CK_OK;
+}
+
+/* What one root key's vault answered a wrapKey probe: CK_OK for 403 (the
+ * access is gone), else the refusal, its message appended to why. */
+static ck_err probe_one(struct ck_files *f, const char *uri, char *why, size_t wn)
+{
+    struct ck_key_uri u;
+    if (ck_key_uri_parse(uri, &u) != CK_OK) {
+        snprintf(u.vault, sizeof u.vault, "?");
+        snprintf(u.name, sizeof u.name, "%.127s", uri);
+    }
+    long status = 0;
+    ck_err rc = ck_keyprov_probe_wrap(f->keyprov, uri, &status);
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", rc == CK_OK ? "" : ck_err_msg());
+    size_t used = strlen(why);
+    char *p = why + used;
+    size_t room = wn - used;
+    const char *sep = used ? "; " : "";
+    if (status == 403)
+        return CK_OK;
+    if (status >= 200 && status < 300) {
+        snprintf(p, room,
+                 "%sthe vault '%s' still grants wrapKey on %s to the ckey Files Service: remove "
+                 "its access policy first",
+                 sep, u.vault, u.name);
+        return CK_ECONFLICT;
+    }
+    if (status == 0 || status == 429 || status >= 500) {
+        if (status == 0)
+            snprintf(p, room, "%sthe vault '%s' did not answer a wrapKey probe on %s (%s)", sep,
+                     u.vault, u.name, msg);
+        else
+            snprintf(p, room, "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s)", sep,
+                     u.vault, status, u.name, msg);
+        return CK_EUNAVAIL;
+    }
+    snprintf(p, room,
+             "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s); a purge request needs "
+             "403 (access denied to the ckey Files Service) from both root keys' vaults",
+             sep, u.vault, status, u.name, msg);
+    return CK_ECONFLICT;
+}
+
+/* Proves that the files service principal lost wrapKey on both roots. No
+ * transaction is open: the vault may be this very process. A key that still
+ * grants outweighs one that did not answer (the customer has something to
+ * do either way, and that first). */
+static ck_err probe_roots(struct ck_files *f, const struct ck_spo_dep *cur)
+{
+    if (!f->keyprov)
+        return ck_err_set(CK_EUNAVAIL, "no key provider: the root keys of geo %s cannot be probed",
+                          cur->geo);
+    char why[1200] = "";
+    ck_err r1 = probe_one(f, cur->primary_uri, why, sizeof why);
+    ck_err r2 = probe_one(f, cur->secondary_uri, why, sizeof why);
+    if (r1 == CK_OK && r2 == CK_OK) {
+        ck_err_clear();
+        return CK_OK;
+    }
+    if (r1 == CK_ECONFLICT || r2 == CK_ECONFLICT) {
+        ck_err rc = ck_err_set(CK_ECONFLICT, "%s", why);
+        ck_err_code("Conflict", "RootKeyAccessNotRemoved");
+        return rc;
+    }
+    ck_err rc = ck_err_set(CK_EUNAVAIL, "%s; try again", why);
+    ck_err_code("ServiceUnavailable", "CustomerKeyUnreachable");
+    return rc;
+}
+
+ck_err ck_spo_purge_request(struct ck_files *f, const char *tenant, const char *geo,
+                            const char *purge_id, const char *reason, const char *contact,
+                            const char *request_id, struct ck_spo_dep *out)
+{
+    CK_TRY(files_check_tenant(tenant));
+    CK_TRY(files_check_geo(geo));
+    char *target = ck_sprintf("%s/%s", tenant, geo);
+    struct ck_spo_dep cur = {0};
+    ck_err rc;
+    CK_GUARD(check_text("id", purge_id, 36));
+    for (const char *c = purge_id; *c; c++)
+        if (*c == '/' || (unsigned char)*c < 0x20 || *c == 0x7f) {
+            rc = ck_err_set(CK_EINVAL, "a purge id must not hold '/' or control characters");
+            goto out;
+        }
+    CK_GUARD(check_text("reason", reason, 512));
+    CK_GUARD(check_text("contact", contact, 256));
+    CK_GUARD(files_spo_load(f, tenant, geo, &cur, NULL));
+    CK_GUARD(files_purge_guard(&cur));
+    if (cur.state == CK_SPO_UNREGISTERED) {
+        rc = ck_err_set(CK_ECONFLICT,
+                        "geo %s has no data encryption policy: its files are under "
+                        "service-managed keys, there are no customer keys to purge under",
+                        geo);
+        goto out;
+    }
+    if (cur.state != CK_SPO_REGISTERED) {
+        rc = ck_err_set(CK_ECONFLICT,
+                        "the data encryption policy of geo %s is %s: a purge can be requested "
+                        "once it is Registered",
+                        geo, ck_spo_state_name(cur.state));
+        goto out;
+    }
+    CK_GUARD(probe_roots(f, &cur));
+    /* One statement: only if nothing moved while the vaults were asked. */
+    int64_t changes = 0, now = ck_now();
+    CK_GUARD(ck_store_run(f->store, &changes,
+                          "UPDATE ck_spo_dep SET purge_id = ?, purge_reason = ?, purge_contact = "
+                          "?, purge_requested_at = ?, changed = ? WHERE tenant = ? AND geo = ? "
+                          "AND state = ? AND purge_id = '' AND tik_id = ? AND primary_uri = ? AND "
+                          "secondary_uri = ?",
+                          "tttiitttttt", purge_id, reason, contact, now, now, tenant, geo,
+                          ck_spo_state_name(CK_SPO_REGISTERED), cur.tik_id, cur.primary_uri,
+                          cur.secondary_uri));
+    if (changes != 1)
+        rc = ck_err_set(CK_ECONFLICT,
+                        "the data encryption policy of geo %s changed meanwhile; try again", geo);
+out:;
+    /* A refusal records why: what the vaults answered. */
+    char detail[2000];
+    snprintf(detail, sizeof detail,
+             "geo %s; purge %s; primary %s; secondary %s; %s; reason: %.512s; contact: %.256s", geo,
+             purge_id ? purge_id : "", cur.primary_uri, cur.secondary_uri,
+             rc == CK_OK ? "both vaults denied the files service a wrapKey (403)" : ck_err_msg(),
+             reason ? reason : "", contact ? contact : "");
+    files_audit(f, "spo.purge.request", target, request_id, rc, detail);
+    free(target);
+    CK_TRY(rc);
+    return out ? ck_spo_get(f, tenant, geo, out) : CK_OK;
+}
+
 /* ---------- the rewrap job ---------- */
 
 struct pending_site {
@@ -440,16 +692,16 @@ static ck_err read_batch(struct ck_files *f, const char *tenant, const char *geo
     CK_TRY(ck_stmt_prepare(f->store, &st,
                            "SELECT id, tik_id, wrapped_site_key FROM ck_site WHERE tenant = ? AND "
                            "geo = ? AND tik_id <> ? ORDER BY tik_id, id LIMIT ?",
-                           "ttti", tenant, geo, target_tik, (int64_t)REWRAP_BATCH));
+                           "ttti", tenant, geo, target_tik, (int64_t)FILES_BATCH));
     /* Rows are copied out first: fetching a TIK may use this connection. */
     struct {
         char id[37], tik[37];
         struct ck_buf w;
-    } *rows = ck_xcalloc(REWRAP_BATCH, sizeof *rows);
+    } *rows = ck_xcalloc(FILES_BATCH, sizeof *rows);
     size_t n = 0;
     bool row;
     ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row && n < REWRAP_BATCH) {
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row && n < FILES_BATCH) {
         snprintf(rows[n].id, 37, "%s", ck_stmt_text(st, 0));
         snprintf(rows[n].tik, 37, "%s", ck_stmt_text(st, 1));
         size_t len;
@@ -487,7 +739,7 @@ static ck_err read_batch(struct ck_files *f, const char *tenant, const char *geo
         (*nb)++;
     }
     ck_secret_free(&old);
-    for (size_t i = 0; i < REWRAP_BATCH; i++)
+    for (size_t i = 0; i < FILES_BATCH; i++)
         ck_buf_free(&rows[i].w);
     free(rows);
     return rc;
@@ -529,17 +781,17 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
     snprintf(geo, sizeof geo, "%s", slash + 1);
 
     struct ck_spo_dep spo;
-    CK_TRY(load_spo(f, tenant, geo, &spo, NULL));
+    CK_TRY(files_spo_load(f, tenant, geo, &spo, NULL));
     *finished = false;
     if (spo.state != CK_SPO_REGISTERING && spo.state != CK_SPO_ROLLING &&
-        spo.state != CK_SPO_RECOVERING) {
+        spo.state != CK_SPO_RECOVERING && spo.state != CK_SPO_UNREGISTERING) {
         *finished = true; /* nothing to move (a stale job) */
         return site_counts(f, tenant, geo, spo.tik_id, done, total);
     }
 
     /* Every key this step needs, before the write lock. */
     struct ck_secret new_tik = {0};
-    struct pending_site *batch = ck_xcalloc(REWRAP_BATCH, sizeof *batch);
+    struct pending_site *batch = ck_xcalloc(FILES_BATCH, sizeof *batch);
     size_t nb = 0;
     char(*unused)[37] = NULL;
     size_t nunused = 0;
@@ -552,7 +804,7 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
     /* The policy may have moved on since: then this batch is moot. */
     struct ck_spo_dep now;
     if (rc == CK_OK)
-        rc = load_spo(f, tenant, geo, &now, NULL);
+        rc = files_spo_load(f, tenant, geo, &now, NULL);
     bool same = rc == CK_OK && now.state == spo.state && strcmp(now.tik_id, spo.tik_id) == 0;
     for (size_t i = 0; rc == CK_OK && same && i < nb; i++)
         rc = ck_store_run(f->store, NULL,
@@ -568,7 +820,14 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
         rc = unused_tiks(f, tenant, geo, spo.tik_id, &unused, &nunused);
     for (size_t i = 0; rc == CK_OK && last && i < nunused; i++)
         rc = ck_store_run(f->store, NULL, "DELETE FROM ck_tik WHERE id = ?", "t", unused[i]);
-    if (rc == CK_OK && last)
+    /* An unregistration ends with the customer's keys forgotten. */
+    bool unreg = spo.state == CK_SPO_UNREGISTERING;
+    if (rc == CK_OK && last && unreg)
+        rc = ck_store_run(f->store, NULL,
+                          "UPDATE ck_spo_dep SET state = ?, primary_uri = '', secondary_uri = '', "
+                          "old_tik_id = '', job_id = '', changed = ? WHERE tenant = ? AND geo = ?",
+                          "titt", ck_spo_state_name(CK_SPO_UNREGISTERED), ck_now(), tenant, geo);
+    else if (rc == CK_OK && last)
         rc = ck_store_run(f->store, NULL,
                           "UPDATE ck_spo_dep SET state = ?, old_tik_id = '', job_id = '', "
                           "changed = ? WHERE tenant = ? AND geo = ?",
@@ -585,7 +844,7 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
             files_tik_cache_drop(f, unused[i]);
         }
     free(unused);
-    for (size_t i = 0; i < REWRAP_BATCH; i++)
+    for (size_t i = 0; i < FILES_BATCH; i++)
         ck_buf_free(&batch[i].wrapped);
     free(batch);
     ck_secret_free(&new_tik);
@@ -597,7 +856,9 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
     *done = on;
     *total = all;
     if (last)
-        ck_log(CK_LOG_INFO, "files data encryption policy registered", "tenant", tenant, "geo", geo,
-               NULL);
+        ck_log(CK_LOG_INFO,
+               unreg ? "files data encryption policy unregistered"
+                     : "files data encryption policy registered",
+               "tenant", tenant, "geo", geo, NULL);
     return CK_OK;
 }

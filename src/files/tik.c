@@ -64,6 +64,36 @@ ck_err files_service_root(struct ck_files *f, const char *tenant, struct ck_secr
     return rc;
 }
 
+ck_err files_service_tik_make(struct ck_files *f, const char *tenant, char tik_id[37],
+                              struct ck_buf *wrapped)
+{
+    struct ck_secret root = {0}, tik = {0};
+    ck_err rc;
+    CK_GUARD(files_service_root(f, tenant, &root));
+    CK_GUARD(ck_uuid_v4(tik_id));
+    CK_GUARD(ck_secret_alloc(&tik, FILES_KEY_LEN));
+    CK_GUARD(ck_rand_bytes(tik.p, tik.n));
+    rc = ck_aes_kwp_wrap(root.p, root.n, tik.p, tik.n, wrapped);
+out:
+    ck_secret_free(&root);
+    ck_secret_free(&tik);
+    return rc;
+}
+
+ck_err files_service_tik_insert(struct ck_files *f, const char *tenant, const char *geo,
+                                const char *tik_id, const struct ck_buf *wrapped)
+{
+    char *uri = ck_sprintf(FILES_SERVICE_ROOT_URI "/%s", tenant);
+    ck_err rc = ck_store_run(f->store, NULL,
+                             "INSERT INTO ck_tik (id, tenant, geo, service_managed, kid1, kid2, "
+                             "wrapped1, wrapped2, wrapped_avail, created) VALUES "
+                             "(?,?,?,1,?,?,?,?,?,?)",
+                             "tttttbbni", tik_id, tenant, geo, uri, uri, wrapped->p, wrapped->n,
+                             wrapped->p, wrapped->n, ck_now());
+    free(uri);
+    return rc;
+}
+
 /* ---------- availability keys ---------- */
 
 static char *avail_aad(const char *tik_id)

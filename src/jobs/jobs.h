@@ -48,6 +48,13 @@ void ck_job_list_free(struct ck_job **v, size_t n);
 typedef ck_err (*ck_job_step_fn)(void *ctx, const struct ck_job *j, int64_t *done, int64_t *total,
                                  bool *finished);
 
+/* Called by a step that returns CK_OK unfinished because it waits on other
+ * work (e.g. jobs it started): the job is queued again to run in `seconds`
+ * (at least 1) instead of being stepped again at once, and the worker is
+ * free for other jobs meanwhile. Not a failure: attempts and backoff are
+ * untouched. */
+void ck_job_wait(int64_t seconds);
+
 ck_err ck_jobs_open(struct ck_store *s, struct ck_jobs **out);
 /* Stops the workers first when running. */
 void ck_jobs_close(struct ck_jobs *jobs);

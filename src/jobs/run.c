@@ -202,6 +202,14 @@ static ck_err step_failed(struct runner *r, struct ck_job *j, ck_err e)
     return rc;
 }
 
+/* Set by ck_job_wait within a step, read by the runner after it. */
+static __thread int64_t wait_seconds;
+
+void ck_job_wait(int64_t seconds)
+{
+    wait_seconds = seconds > 0 ? seconds : 1;
+}
+
 /* Runs claimed job j until an outcome; CK_OK unless the outcome could not
  * be recorded (the job's own failure is an outcome, not an error here). */
 static ck_err run_job(struct runner *r, struct ck_job *j)
@@ -235,6 +243,7 @@ static ck_err run_job(struct runner *r, struct ck_job *j)
         int64_t done = j->done, total = j->total;
         bool finished = false;
         ck_err_clear();
+        wait_seconds = 0;
         ck_err e = step(ctx, j, &done, &total, &finished);
         if (e != CK_OK)
             return step_failed(r, j, e);
@@ -246,6 +255,11 @@ static ck_err run_job(struct runner *r, struct ck_job *j)
             rc = ck_jobq_finish(s, j, r->owner, &held);
             return settle(r, j, rc, held, CK_LOG_INFO, "job done", "progress", progress, NULL,
                           NULL);
+        }
+        if (wait_seconds > 0) {
+            /* Waiting on other work: hand the worker back until then. */
+            rc = ck_jobq_requeue(s, j, r->owner, ck_now() + wait_seconds, NULL, &held);
+            return settle(r, j, rc, held, CK_LOG_DEBUG, "job waiting", NULL, NULL, NULL, NULL);
         }
         rc = ck_jobq_renew(s, j, r->owner, r->lease, &held);
         if (rc != CK_OK || !held)

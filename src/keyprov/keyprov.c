@@ -401,6 +401,7 @@ struct call {
     const char *method;
     const char *url;
     json_t *body;
+    long *status; /* when set: the HTTP status of the last attempt (0 = none) */
 };
 
 /* Runs one call, retrying transient failures; on failure sets a classified
@@ -432,6 +433,8 @@ static ck_err run(struct ck_keyprov *p, const struct call *k, json_t **resp)
                                  : backoff_ms(attempt - 1));
     }
     give(p, &pc, k->origin);
+    if (k->status)
+        *k->status = status;
     if (rc == CK_OK)
         return CK_OK;
 
@@ -570,7 +573,7 @@ ck_err ck_keyprov_get(struct ck_keyprov *p, const char *uri, struct ck_root_key_
     struct ck_key_uri u;
     CK_TRY(ck_key_uri_parse(uri, &u));
     char *url = ck_sprintf("%s/keys/%s/%s?api-version=" API_VERSION, u.origin, u.name, u.version);
-    struct call k = {"get", uri, u.origin, "GET", url, NULL};
+    struct call k = {"get", uri, u.origin, "GET", url, NULL, NULL};
     json_t *resp = NULL;
     ck_err rc = run(p, &k, &resp);
     if (rc == CK_OK)
@@ -584,8 +587,8 @@ ck_err ck_keyprov_get(struct ck_keyprov *p, const char *uri, struct ck_root_key_
 
 /* ---------- wrap and unwrap ---------- */
 
-ck_err ck_keyprov_wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in, size_t n,
-                       struct ck_buf *out, char *kid)
+static ck_err wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in, size_t n,
+                   struct ck_buf *out, char *kid, long *status)
 {
     struct ck_key_uri u;
     CK_TRY(ck_key_uri_parse(uri, &u));
@@ -597,7 +600,7 @@ ck_err ck_keyprov_wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in,
         return ck_err_set(CK_EUNAVAIL, "cannot encode the key to wrap under %s", uri);
     char *url =
         ck_sprintf("%s/keys/%s/%s/wrapkey?api-version=" API_VERSION, u.origin, u.name, u.version);
-    struct call k = {"wrapKey", uri, u.origin, "POST", url, body};
+    struct call k = {"wrapKey", uri, u.origin, "POST", url, body, status};
     json_t *resp = NULL;
     ck_err rc = run(p, &k, &resp);
     free_body(body);
@@ -635,6 +638,23 @@ ck_err ck_keyprov_wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in,
     return CK_OK;
 }
 
+ck_err ck_keyprov_wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in, size_t n,
+                       struct ck_buf *out, char *kid)
+{
+    return wrap(p, uri, in, n, out, kid, NULL);
+}
+
+ck_err ck_keyprov_probe_wrap(struct ck_keyprov *p, const char *uri, long *status)
+{
+    uint8_t probe[32];
+    struct ck_buf out = {0};
+    *status = 0;
+    CK_TRY(ck_os_random(probe, sizeof probe));
+    ck_err rc = wrap(p, uri, probe, sizeof probe, &out, NULL, status);
+    ck_buf_free(&out);
+    return rc;
+}
+
 ck_err ck_keyprov_unwrap(struct ck_keyprov *p, const char *kid, const uint8_t *in, size_t n,
                          struct ck_secret *out)
 {
@@ -650,7 +670,7 @@ ck_err ck_keyprov_unwrap(struct ck_keyprov *p, const char *kid, const uint8_t *i
         return ck_err_set(CK_EUNAVAIL, "cannot encode the key to unwrap under %s", kid);
     char *url =
         ck_sprintf("%s/keys/%s/%s/unwrapkey?api-version=" API_VERSION, u.origin, u.name, u.version);
-    struct call k = {"unwrapKey", kid, u.origin, "POST", url, body};
+    struct call k = {"unwrapKey", kid, u.origin, "POST", url, body, NULL};
     json_t *resp = NULL;
     ck_err rc = run(p, &k, &resp);
     json_decref(body);

@@ -70,6 +70,11 @@ ck_err ck_keyprov_get(struct ck_keyprov *p, const char *uri, struct ck_root_key_
  * kid (CK_KEY_URI_MAX bytes) gets the versioned key id used. */
 ck_err ck_keyprov_wrap(struct ck_keyprov *p, const char *uri, const uint8_t *in, size_t n,
                        struct ck_buf *out, char *kid);
+/* A wrapKey of 32 random bytes under uri, as a probe of the caller's
+ * access: the vault's HTTP status of the last attempt goes to *status (200
+ * when it wrapped, 403 when it denied, 0 when no answer came), and the
+ * return is what ck_keyprov_wrap would return, its error message set. */
+ck_err ck_keyprov_probe_wrap(struct ck_keyprov *p, const char *uri, long *status);
 /* unwrapkey with RSA-OAEP-256 under kid (a versioned key id). */
 ck_err ck_keyprov_unwrap(struct ck_keyprov *p, const char *kid, const uint8_t *in, size_t n,
                          struct ck_secret *out);

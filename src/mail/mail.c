@@ -59,6 +59,9 @@ static const struct ck_migration mail_migrations[] = {
         "  created BIGINT NOT NULL,"
         "  PRIMARY KEY (tenant, upn, id));"
         "CREATE INDEX ck_mail_item_by_key ON ck_mail_item (tenant, upn, key_id);"},
+    /* Purged mailboxes stay as tombstones (purge_id set, nothing else). */
+    {2, "ALTER TABLE ck_mailbox ADD COLUMN purge_id TEXT NOT NULL DEFAULT '';"
+        "CREATE INDEX ck_mailbox_key_by_dep ON ck_mailbox_key (dep_id);"},
 };
 
 /* ---------- names ---------- */
@@ -113,7 +116,8 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
 ck_err ck_mail_open(struct ck_store *s, struct ck_deps *deps, struct ck_jobs *jobs,
                     struct ck_mail **out)
 {
-    CK_TRY(ck_store_migrate(s, "mail", mail_migrations, 1));
+    CK_TRY(ck_store_migrate(s, "mail", mail_migrations,
+                            sizeof mail_migrations / sizeof *mail_migrations));
     struct ck_mail *m = ck_xcalloc(1, sizeof *m);
     m->store = s;
     m->deps = deps;
@@ -132,26 +136,47 @@ void ck_mail_close(struct ck_mail *m)
 
 struct mbx {
     bool exists, migrated;
-    char dep_id[37]; /* assigned; "" = service-managed */
-    char key_id[37]; /* current mailbox key; "" for a mail user */
+    char dep_id[37];   /* assigned; "" = service-managed */
+    char key_id[37];   /* current mailbox key; "" for a mail user */
+    char purge_id[37]; /* the purge that destroyed it; "" = live */
 };
+
+static ck_err purged(const char *upn, const char *purge_id)
+{
+    ck_err_set(CK_EGONE, "the mailbox %s was permanently purged (purge %s)", upn, purge_id);
+    ck_err_code("MailboxPurged", NULL);
+    return CK_EGONE;
+}
 
 static ck_err load_mbx(struct ck_mail *m, const char *tenant, const char *upn, struct mbx *b)
 {
     memset(b, 0, sizeof *b);
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(m->store, &st,
-                           "SELECT migrated, dep_id, key_id FROM ck_mailbox WHERE tenant = ? AND "
-                           "upn = ?",
+                           "SELECT migrated, dep_id, key_id, purge_id FROM ck_mailbox WHERE "
+                           "tenant = ? AND upn = ?",
                            "tt", tenant, upn));
     ck_err rc = ck_stmt_step(st, &b->exists);
     if (rc == CK_OK && b->exists) {
         b->migrated = ck_stmt_int(st, 0) != 0;
         snprintf(b->dep_id, sizeof b->dep_id, "%s", ck_stmt_text(st, 1));
         snprintf(b->key_id, sizeof b->key_id, "%s", ck_stmt_text(st, 2));
+        snprintf(b->purge_id, sizeof b->purge_id, "%s", ck_stmt_text(st, 3));
     }
     ck_stmt_finalize(st);
     return rc;
+}
+
+/* load_mbx for an operation on a mailbox or mail user: CK_ENOTFOUND when
+ * there is none, CK_EGONE when it was purged. */
+static ck_err live_mbx(struct ck_mail *m, const char *tenant, const char *upn, struct mbx *b)
+{
+    CK_TRY(load_mbx(m, tenant, upn, b));
+    if (!b->exists)
+        return no_mailbox(upn);
+    if (*b->purge_id)
+        return purged(upn, b->purge_id);
+    return CK_OK;
 }
 
 /* The DEP a mailbox assigned `dep_id` ("" = service-managed) lives under. */
@@ -225,8 +250,11 @@ ck_err ck_mailuser_new(struct ck_mail *m, const char *tenant, const char *upn_in
     ck_err rc = ck_store_run(m->store, NULL,
                              "INSERT INTO ck_mailbox (tenant, upn, created) VALUES (?, ?, ?)",
                              "tti", tenant, upn, ck_now());
-    if (rc == CK_ECONFLICT)
+    if (rc == CK_ECONFLICT) {
+        struct mbx b;
+        CK_TRY(live_mbx(m, tenant, upn, &b));
         return ck_err_set(CK_ECONFLICT, "a mail user or mailbox '%s' already exists", upn);
+    }
     return rc;
 }
 
@@ -236,9 +264,7 @@ ck_err ck_mailuser_set_dep(struct ck_mail *m, const char *tenant, const char *up
     char upn[257];
     CK_TRY(norm_upn(upn_in, upn));
     struct mbx b;
-    CK_TRY(load_mbx(m, tenant, upn, &b));
-    if (!b.exists)
-        return no_mailbox(upn);
+    CK_TRY(live_mbx(m, tenant, upn, &b));
     if (b.migrated)
         return ck_mailbox_set_dep(m, tenant, upn, dep_id, NULL, job_id);
     if (dep_id)
@@ -262,6 +288,8 @@ ck_err ck_mailbox_new(struct ck_mail *m, const char *tenant, const char *upn_in,
     CK_TRY(norm_upn(upn_in, upn));
     struct mbx b;
     CK_TRY(load_mbx(m, tenant, upn, &b));
+    if (*b.purge_id)
+        return purged(upn, b.purge_id);
     if (b.migrated)
         return ck_err_set(CK_ECONFLICT, "the mailbox '%s' already exists", upn);
     CK_TRY(effective_dep(m, tenant, b.dep_id, dep));
@@ -299,9 +327,7 @@ ck_err ck_mailbox_set_dep(struct ck_mail *m, const char *tenant, const char *upn
     char upn[257], dep[37], key_id[37], target[300];
     CK_TRY(norm_upn(upn_in, upn));
     struct mbx b;
-    CK_TRY(load_mbx(m, tenant, upn, &b));
-    if (!b.exists)
-        return no_mailbox(upn);
+    CK_TRY(live_mbx(m, tenant, upn, &b));
     if (!b.migrated)
         return ck_mailuser_set_dep(m, tenant, upn, dep_id, job_id);
     struct ck_dep *assigned = NULL;
@@ -345,7 +371,7 @@ static ck_err fill_info(struct ck_mail *m, const char *tenant, const char *upn,
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(
         m->store, &st,
-        "SELECT b.migrated, b.dep_id, b.key_id, b.created, COALESCE(k.dep_id, ''), "
+        "SELECT b.migrated, b.dep_id, b.key_id, b.created, COALESCE(k.dep_id, ''), b.purge_id, "
         "(SELECT COUNT(*) FROM ck_mail_item i WHERE i.tenant = b.tenant AND i.upn = b.upn), "
         "(SELECT COALESCE(SUM(size), 0) FROM ck_mail_item i WHERE i.tenant = b.tenant AND "
         "i.upn = b.upn), "
@@ -356,6 +382,8 @@ static ck_err fill_info(struct ck_mail *m, const char *tenant, const char *upn,
         "tt", tenant, upn));
     bool row;
     ck_err rc = ck_stmt_step(st, &row);
+    if (rc == CK_OK && row && *ck_stmt_text(st, 5))
+        rc = purged(upn, ck_stmt_text(st, 5));
     if (rc == CK_OK && row) {
         snprintf(out->tenant, sizeof out->tenant, "%s", tenant);
         snprintf(out->upn, sizeof out->upn, "%s", upn);
@@ -363,9 +391,9 @@ static ck_err fill_info(struct ck_mail *m, const char *tenant, const char *upn,
         snprintf(out->dep_id, sizeof out->dep_id, "%s", ck_stmt_text(st, 1));
         out->created = ck_stmt_int(st, 3);
         snprintf(out->effective_dep, sizeof out->effective_dep, "%s", ck_stmt_text(st, 4));
-        out->item_count = ck_stmt_int(st, 5);
-        out->total_size = ck_stmt_int(st, 6);
-        out->pending = ck_stmt_int(st, 7);
+        out->item_count = ck_stmt_int(st, 6);
+        out->total_size = ck_stmt_int(st, 7);
+        out->pending = ck_stmt_int(st, 8);
     }
     ck_stmt_finalize(st);
     CK_TRY(rc);
@@ -400,7 +428,8 @@ ck_err ck_mailbox_list(struct ck_mail *m, const char *tenant, struct ck_mailbox_
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(
-        m->store, &st, "SELECT upn FROM ck_mailbox WHERE tenant = ? ORDER BY upn", "t", tenant));
+        m->store, &st, "SELECT upn FROM ck_mailbox WHERE tenant = ? AND purge_id = '' ORDER BY upn",
+        "t", tenant));
     char(*upns)[257] = NULL;
     size_t count = 0;
     bool row;
@@ -507,9 +536,7 @@ static ck_err read_item(struct ck_mail *m, struct ck_stmt *st, const char *tenan
 static ck_err migrated_mailbox(struct ck_mail *m, const char *tenant, const char *upn,
                                struct mbx *b)
 {
-    CK_TRY(load_mbx(m, tenant, upn, b));
-    if (!b->exists)
-        return no_mailbox(upn);
+    CK_TRY(live_mbx(m, tenant, upn, b));
     if (!b->migrated)
         return ck_err_set(CK_ECONFLICT,
                           "'%s' is a mail user without a mailbox yet: import or create its "
@@ -726,6 +753,10 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
     CK_TRY(load_mbx(m, tenant, upn, &b));
     if (!b.exists)
         return no_mailbox(upn);
+    if (*b.purge_id) { /* purged meanwhile: nothing left to move */
+        *finished = true;
+        return CK_OK;
+    }
     struct ck_secret cur = {0};
     struct pending_item *batch = ck_xcalloc(REENCRYPT_BATCH, sizeof *batch);
     size_t nb = 0;
@@ -763,4 +794,153 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
     *total = info.item_count;
     *done = info.item_count - info.pending;
     return CK_OK;
+}
+
+/* ---------- the purge path ---------- */
+
+/* Mailboxes (and mail users) of tenant whose data lives under the DEP:
+ * assigned to it, or holding a mailbox key under it. */
+#define UNDER_DEP                                                                                  \
+    "tenant = ? AND purge_id = '' AND (dep_id = ? OR EXISTS (SELECT 1 FROM ck_mailbox_key k "      \
+    "WHERE k.dep_id = ? AND k.tenant = ck_mailbox.tenant AND k.upn = ck_mailbox.upn))"
+
+ck_err ck_mail_purge_inventory(struct ck_mail *m, const char *tenant, const char *dep_id,
+                               struct ck_mail_purge_mailbox **out, size_t *n)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(
+        m->store, &st,
+        "SELECT upn, (SELECT COUNT(*) FROM ck_mail_item i WHERE i.tenant = ck_mailbox.tenant AND "
+        "i.upn = ck_mailbox.upn), (SELECT COALESCE(SUM(size), 0) FROM ck_mail_item i WHERE "
+        "i.tenant = ck_mailbox.tenant AND i.upn = ck_mailbox.upn) FROM ck_mailbox WHERE " UNDER_DEP
+        " ORDER BY upn",
+        "ttt", tenant, dep_id, dep_id));
+    struct ck_mail_purge_mailbox *v = NULL;
+    size_t count = 0;
+    bool row;
+    ck_err rc;
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
+        v = realloc(v, (count + 1) * sizeof *v);
+        if (!v)
+            abort();
+        snprintf(v[count].upn, sizeof v[count].upn, "%s", ck_stmt_text(st, 0));
+        v[count].items = ck_stmt_int(st, 1);
+        v[count].bytes = ck_stmt_int(st, 2);
+        count++;
+    }
+    ck_stmt_finalize(st);
+    if (rc != CK_OK) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return CK_OK;
+}
+
+ck_err ck_mail_purge_prints(struct ck_mail *m, const char *tenant, const char *dep_id,
+                            struct ck_blob_print **out, size_t *n)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(m->store, &st,
+                           "SELECT k.id, k.upn, k.wrapped FROM ck_mailbox_key k WHERE k.dep_id = "
+                           "? OR EXISTS (SELECT 1 FROM ck_mailbox WHERE ck_mailbox.tenant = "
+                           "k.tenant AND ck_mailbox.upn = k.upn AND " UNDER_DEP ") ORDER BY k.id",
+                           "tttt", dep_id, tenant, dep_id, dep_id));
+    struct ck_blob_print *v = NULL;
+    size_t count = 0;
+    bool row;
+    ck_err rc;
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
+        v = realloc(v, (count + 1) * sizeof *v);
+        if (!v)
+            abort();
+        char what[128];
+        snprintf(what, sizeof what, "mailbox key %s of %.64s", ck_stmt_text(st, 0),
+                 ck_stmt_text(st, 1));
+        size_t wn;
+        const void *w = ck_stmt_blob(st, 2, &wn);
+        if ((rc = ck_blob_print_make(what, false, w, wn, &v[count++])) != CK_OK)
+            break;
+    }
+    ck_stmt_finalize(st);
+    if (rc != CK_OK) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return CK_OK;
+}
+
+ck_err ck_mail_purge_mark(struct ck_mail *m, const char *tenant, const char *dep_id,
+                          const char *purge_id)
+{
+    return ck_store_run(m->store, NULL, "UPDATE ck_mailbox SET purge_id = ? WHERE " UNDER_DEP,
+                        "tttt", purge_id, tenant, dep_id, dep_id);
+}
+
+#define PURGE_BATCH 500
+
+ck_err ck_mail_purge_step(struct ck_mail *m, const char *tenant, const char *dep_id,
+                          const char *purge_id, int64_t *remaining, bool *finished)
+{
+    *finished = false;
+    CK_TRY(ck_store_begin(m->store));
+    int64_t deleted = 0;
+    ck_err rc = ck_store_run(
+        m->store, &deleted,
+        "DELETE FROM ck_mail_item WHERE rowid IN (SELECT i.rowid FROM ck_mail_item i JOIN "
+        "ck_mailbox b ON b.tenant = i.tenant AND b.upn = i.upn WHERE b.tenant = ? AND "
+        "b.purge_id = ? LIMIT ?)",
+        "tti", tenant, purge_id, (int64_t)PURGE_BATCH);
+    if (rc == CK_OK && deleted < PURGE_BATCH) {
+        /* No item left: the mailbox keys go, of the purged mailboxes and any
+         * other under the DEP. */
+        rc = ck_store_run(m->store, NULL,
+                          "DELETE FROM ck_mailbox_key WHERE tenant = ? AND (dep_id = ? OR upn IN "
+                          "(SELECT upn FROM ck_mailbox WHERE tenant = ? AND purge_id = ?))",
+                          "tttt", tenant, dep_id, tenant, purge_id);
+        if (rc == CK_OK)
+            rc = ck_store_run(m->store, NULL,
+                              "UPDATE ck_mailbox SET key_id = '' WHERE tenant = ? AND "
+                              "purge_id = ?",
+                              "tt", tenant, purge_id);
+        *finished = rc == CK_OK;
+    }
+    if (rc == CK_OK)
+        rc = ck_store_commit(m->store);
+    else
+        ck_store_rollback(m->store);
+    CK_TRY(rc);
+    struct ck_mail_purge_remains left;
+    CK_TRY(ck_mail_purge_remains(m, tenant, dep_id, purge_id, &left));
+    *remaining = left.items;
+    if (*finished)
+        CK_TRY(ck_store_checkpoint(m->store));
+    return CK_OK;
+}
+
+ck_err ck_mail_purge_remains(struct ck_mail *m, const char *tenant, const char *dep_id,
+                             const char *purge_id, struct ck_mail_purge_remains *out)
+{
+    memset(out, 0, sizeof *out);
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(
+        m->store, &st,
+        "SELECT (SELECT COUNT(*) FROM ck_mail_item i JOIN ck_mailbox b ON b.tenant = i.tenant AND "
+        "b.upn = i.upn WHERE b.tenant = ? AND b.purge_id = ?), (SELECT COUNT(*) FROM "
+        "ck_mailbox_key WHERE tenant = ? AND (dep_id = ? OR upn IN (SELECT upn FROM ck_mailbox "
+        "WHERE tenant = ? AND purge_id = ?))), (SELECT COUNT(*) FROM ck_mailbox WHERE " UNDER_DEP
+        ")",
+        "ttttttttt", tenant, purge_id, tenant, dep_id, tenant, purge_id, tenant, dep_id, dep_id));
+    bool row;
+    ck_err rc = ck_stmt_step(st, &row);
+    if (rc == CK_OK && row) {
+        out->items = ck_stmt_int(st, 0);
+        out->mailbox_keys = ck_stmt_int(st, 1);
+        out->unmarked_mailboxes = ck_stmt_int(st, 2);
+    }
+    ck_stmt_finalize(st);
+    return rc;
 }

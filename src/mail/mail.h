@@ -79,4 +79,39 @@ struct ck_item_entry {
 ck_err ck_item_list(struct ck_mail *m, const char *tenant, const char *upn, const char *after,
                     size_t max, struct ck_item_entry **out, size_t *n, bool *more);
 
+/* ---------- the purge path (DESIGN §6, docs/purge.md) ---------- */
+
+/* A mailbox (or mail user) under a DEP being purged, for the document. */
+struct ck_mail_purge_mailbox {
+    char upn[257];
+    int64_t items, bytes;
+};
+/* The tenant's live mailboxes and mail users whose data is under the DEP:
+ * assigned to it, or holding a mailbox key under it; in UPN order. */
+ck_err ck_mail_purge_inventory(struct ck_mail *m, const char *tenant, const char *dep_id,
+                               struct ck_mail_purge_mailbox **out, size_t *n);
+/* Fingerprints of every mailbox key the purge destroys (those under the
+ * DEP and every key of the mailboxes above). Item keys are counted by the
+ * inventory, not printed: each is useless once its mailbox key is gone. */
+ck_err ck_mail_purge_prints(struct ck_mail *m, const char *tenant, const char *dep_id,
+                            struct ck_blob_print **out, size_t *n);
+/* Marks those mailboxes for permanent deletion under purge_id: from here
+ * every operation on them fails with CK_EGONE naming the purge, and they
+ * leave mailbox lists. Idempotent. */
+ck_err ck_mail_purge_mark(struct ck_mail *m, const char *tenant, const char *dep_id,
+                          const char *purge_id);
+/* One batch in one transaction: deletes up to 500 items of the marked
+ * mailboxes; once none is left, every mailbox key of them and under the
+ * DEP, and checkpoints the store; *finished then. *remaining = items left.
+ * The mailbox rows stay as tombstones. Safe to repeat after a crash. */
+ck_err ck_mail_purge_step(struct ck_mail *m, const char *tenant, const char *dep_id,
+                          const char *purge_id, int64_t *remaining, bool *finished);
+struct ck_mail_purge_remains {
+    int64_t items;              /* of the marked mailboxes */
+    int64_t mailbox_keys;       /* of them or under the DEP */
+    int64_t unmarked_mailboxes; /* live mailboxes still under the DEP */
+};
+ck_err ck_mail_purge_remains(struct ck_mail *m, const char *tenant, const char *dep_id,
+                             const char *purge_id, struct ck_mail_purge_remains *out);
+
 #endif

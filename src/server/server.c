@@ -19,6 +19,7 @@
 #include "keyprov/keyprov.h"
 #include "mail/mail.h"
 #include "files/files.h"
+#include "purge/purge.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -49,6 +50,7 @@ struct server {
     struct ck_mail *mail;
     struct ck_keyprov *files_keyprov;
     struct ck_files *files;
+    struct ck_purges *purges;
     char *cert_pem;
     struct ck_secret key_pem;
     struct ck_router *router;
@@ -256,6 +258,7 @@ static void housekeeping_stop(struct server *sv)
 static void server_free(struct server *sv)
 {
     ck_jobs_close(sv->jobs); /* stops the workers first */
+    ck_purges_close(sv->purges);
     ck_files_close(sv->files);
     ck_keyprov_free(sv->files_keyprov);
     ck_mail_close(sv->mail);
@@ -434,6 +437,18 @@ static ck_err setup_service(struct server *sv, const struct ck_server_options *o
         .tik_refresh_ahead = o->tik_refresh_ahead,
     };
     CK_TRY(ck_files_open(&fc, &sv->files));
+    struct ck_purge_config pc = {
+        .store = sv->store,
+        .availability_store = sv->avail_store,
+        .master_key = &sv->master,
+        .deps = sv->deps,
+        .mail = sv->mail,
+        .files = sv->files,
+        .jobs = sv->jobs,
+        .audit = sv->audit,
+    };
+    CK_TRY(ck_purges_open(&pc, &sv->purges));
+    sv->api.purges = sv->purges;
     sv->api.files = sv->files;
     sv->api.deps = sv->deps;
     sv->api.mail = sv->mail;
@@ -497,6 +512,7 @@ static ck_err setup(struct server *sv, const struct ck_server_options *o)
         ck_api_register_deps(sv->router, &sv->api);
         ck_api_register_mail(sv->router, &sv->api);
         ck_api_register_files(sv->router, &sv->api);
+        ck_api_register_purge(sv->router, &sv->api);
     }
 out:
     free(cert);
@@ -551,6 +567,14 @@ int ck_server_main(const struct ck_server_options *o)
         pthread_cond_init(&sv.hk_wake, NULL);
         sv.hk_interval = o->housekeeping_interval ? o->housekeeping_interval : 60;
         sv.housekeeper_running = pthread_create(&sv.housekeeper, NULL, housekeeping, &sv) == 0;
+    }
+    if (sv.purges) {
+        /* Anyone may check a purge certificate against this key: print it. */
+        char *pem = NULL, fpr[CK_PURGE_FPR_LEN];
+        if (ck_purge_signing_key(sv.purges, &pem, fpr) == CK_OK)
+            ck_log(CK_LOG_INFO, "purge certificate signing key (Ed25519)", "fingerprint", fpr,
+                   "public_key", pem, "url", "/purge/signing-key", NULL);
+        free(pem);
     }
     ck_log(CK_LOG_INFO, "listening", "listen", o->listen ? o->listen : "127.0.0.1:8443", "port",
            port, "data_dir", o->data_dir ? o->data_dir : "-", NULL);

@@ -49,6 +49,22 @@ const char *ck_store_path(const struct ck_store *s)
     return s->ops->path(s);
 }
 
+ck_err ck_store_files(const struct ck_store *s, char paths[4][4096], size_t *n)
+{
+    *n = 0;
+    const char *db = ck_store_path(s);
+    if (!db)
+        return CK_OK;
+    static const char *const suffix[] = {"", "-wal", "-journal"};
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        int w = snprintf(paths[i], 4096, "%s%s", db, suffix[i]);
+        if (w < 0 || w >= 4096)
+            return ck_err_set(CK_EINVAL, "the store path is too long");
+    }
+    *n = sizeof suffix / sizeof *suffix;
+    return CK_OK;
+}
+
 int ck_store_conn_count(struct ck_store *s)
 {
     return s->ops->conn_count(s);

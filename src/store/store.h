@@ -34,6 +34,11 @@ void ck_store_close(struct ck_store *s);
 const char *ck_store_backend(const struct ck_store *s); /* "sqlite" */
 /* The database file(s) on disk, for secure-deletion checks; NULL if none. */
 const char *ck_store_path(const struct ck_store *s);
+/* Every file on disk that may hold bytes of the store's data: the database,
+ * its write-ahead log, its rollback journal (whether or not they exist
+ * now). Up to 4 paths of up to 4096 bytes; *n = 0 for a store with no
+ * local files. */
+ck_err ck_store_files(const struct ck_store *s, char paths[4][4096], size_t *n);
 
 /* Versioned migrations: each applied once, in version order, each in its own
  * transaction, recorded in table ck_schema(component, version). component

@@ -231,12 +231,16 @@ static int run_capture(char **out, const char *cmd)
     if (!p)
         die("popen");
     size_t len = 0;
+    char *discard = NULL;
+    if (!out)
+        out = &discard;
     FILE *o = open_memstream(out, &len);
     char buf[4096];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, p)) > 0)
         fwrite(buf, 1, n, o);
     fclose(o);
+    free(discard);
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }

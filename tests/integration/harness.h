@@ -49,7 +49,8 @@ void http_free(struct http_result *r);
 char *http_header(const struct http_result *r, const char *name);
 
 /* Runs `ckey <args>` with CKEY_URL/CKEY_CACERT/CKEY_TOKEN for s (token NULL
- * → the operator's). Returns the exit status; *out gets stdout+stderr. */
+ * → the operator's). Returns the exit status; *out (out may be NULL) gets
+ * stdout+stderr. */
 int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
