@@ -1291,6 +1291,61 @@ static void test_tls_selfsigned(void **state)
     assert_null(key.p);
 }
 
+/* ---------- fingerprints of destroyed blobs ---------- */
+
+/* A blob is found wherever it lies in a file — at the start, across the
+ * scanner's 8 MiB window edge, at the very end — and a blob that differs in
+ * one byte after its head is not. */
+static void test_blob_print_scan(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/ck-prints-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    size_t size = (9u << 20) + 1000;
+    uint8_t *data = malloc(size);
+    assert_int_equal(ck_rand_bytes(data, size), CK_OK);
+    uint8_t blob[3][300];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ck_rand_bytes(blob[i], sizeof blob[i]), CK_OK);
+    size_t at[3] = {0, (8u << 20) - 100, size - sizeof blob[2]};
+    for (int i = 0; i < 3; i++)
+        memcpy(data + at[i], blob[i], sizeof blob[i]);
+    assert_int_equal(write(fd, data, size), (ssize_t)size);
+    close(fd);
+
+    struct ck_blob_print v[5];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ck_blob_print_make("blob", false, blob[i], sizeof blob[i], &v[i]), CK_OK);
+    uint8_t near[300];
+    memcpy(near, blob[1], sizeof near);
+    near[200] ^= 1; /* same head, other bytes */
+    assert_int_equal(ck_blob_print_make("near", false, near, sizeof near, &v[3]), CK_OK);
+    uint8_t absent[64];
+    assert_int_equal(ck_rand_bytes(absent, sizeof absent), CK_OK);
+    assert_int_equal(ck_blob_print_make("absent", true, absent, sizeof absent, &v[4]), CK_OK);
+    assert_int_equal(v[4].len, 64);
+    assert_true(v[4].availability_store);
+
+    bool found[5] = {false};
+    int64_t bytes = 0;
+    assert_int_equal(ck_blob_print_scan(path, v, 5, found, &bytes), CK_OK);
+    assert_int_equal(bytes, (int64_t)size);
+    assert_true(found[0] && found[1] && found[2]);
+    assert_false(found[3]);
+    assert_false(found[4]);
+
+    /* A missing file scans as empty; a blob shorter than a head is refused. */
+    unlink(path);
+    bool none[5] = {false};
+    assert_int_equal(ck_blob_print_scan(path, v, 5, none, &bytes), CK_OK);
+    assert_int_equal(bytes, 0);
+    for (int i = 0; i < 5; i++)
+        assert_false(none[i]);
+    assert_int_equal(ck_blob_print_make("short", false, absent, 7, &v[0]), CK_EINVAL);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1324,6 +1379,7 @@ int main(void)
         cmocka_unit_test(test_ed25519_sign_verify),
         cmocka_unit_test(test_ed25519_pem),
         cmocka_unit_test(test_tls_selfsigned),
+        cmocka_unit_test(test_blob_print_scan),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
