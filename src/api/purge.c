@@ -126,36 +126,33 @@ static ck_err get_approver(struct ck_http_req *req, struct ck_http_resp *resp)
 
 /* ---------- requests ---------- */
 
-static ck_err request_args(struct ck_http_req *req, const char **reason, const char **contact)
+/* A purge request, of a mail DEP ({dep}) or of a geo's files ({geo}). */
+static ck_err request(struct ck_http_req *req, struct ck_http_resp *resp, enum ck_purge_kind kind)
 {
-    CK_TRY(ck_json_str(req->json, "reason", true, reason));
-    return ck_json_str(req->json, "contact", true, contact);
+    struct ck_api *api = req->ctx;
+    struct ck_tenant t;
+    CK_TRY(ck_api_tenant_access(api, req, ck_http_param(req, "t"), true, &t));
+    const char *reason, *contact;
+    CK_TRY(ck_json_str(req->json, "reason", true, &reason));
+    CK_TRY(ck_json_str(req->json, "contact", true, &contact));
+    struct ck_purge pg;
+    if (kind == CK_PURGE_MAIL)
+        CK_TRY(ck_purge_request_mail(api->purges, t.id, ck_http_param(req, "dep"), reason, contact,
+                                     caller_name(req), req->request_id, &pg));
+    else
+        CK_TRY(ck_purge_request_files(api->purges, t.id, ck_http_param(req, "geo"), reason, contact,
+                                      caller_name(req), req->request_id, &pg));
+    return send_purge(resp, 201, &pg);
 }
 
 static ck_err request_mail(struct ck_http_req *req, struct ck_http_resp *resp)
 {
-    struct ck_api *api = req->ctx;
-    struct ck_tenant t;
-    CK_TRY(ck_api_tenant_access(api, req, ck_http_param(req, "t"), true, &t));
-    const char *reason, *contact;
-    CK_TRY(request_args(req, &reason, &contact));
-    struct ck_purge pg;
-    CK_TRY(ck_purge_request_mail(api->purges, t.id, ck_http_param(req, "dep"), reason, contact,
-                                 caller_name(req), req->request_id, &pg));
-    return send_purge(resp, 201, &pg);
+    return request(req, resp, CK_PURGE_MAIL);
 }
 
 static ck_err request_files(struct ck_http_req *req, struct ck_http_resp *resp)
 {
-    struct ck_api *api = req->ctx;
-    struct ck_tenant t;
-    CK_TRY(ck_api_tenant_access(api, req, ck_http_param(req, "t"), true, &t));
-    const char *reason, *contact;
-    CK_TRY(request_args(req, &reason, &contact));
-    struct ck_purge pg;
-    CK_TRY(ck_purge_request_files(api->purges, t.id, ck_http_param(req, "geo"), reason, contact,
-                                  caller_name(req), req->request_id, &pg));
-    return send_purge(resp, 201, &pg);
+    return request(req, resp, CK_PURGE_FILES);
 }
 
 static ck_err list_purges(struct ck_http_req *req, struct ck_http_resp *resp)

@@ -674,36 +674,6 @@ ck_err ck_dep_refresh(struct ck_deps *d, const char *tenant, const char *ref,
 
 /* ---------- the purge path (DESIGN §6) ---------- */
 
-/* Both root keys must refuse wrapKey to the mail service with 403: the
- * customer has revoked the service's access. Probed outside any
- * transaction (the vault may be this process). */
-static ck_err check_revoked(struct ck_keyprov *p, const char *const uri[2], const char *principal)
-{
-    for (int i = 0; i < 2; i++) {
-        struct ck_key_uri u;
-        CK_TRY(ck_key_uri_parse(uri[i], &u));
-        long status = 0;
-        ck_err rc = ck_keyprov_probe_wrap(p, uri[i], &status);
-        if (status == 403)
-            continue;
-        if (rc == CK_OK || (status >= 200 && status < 300))
-            return ck_err_set(CK_ECONFLICT,
-                              "the vault '%s' still grants wrapKey on %s to the %s: remove its "
-                              "access policy (wrapKey and unwrapKey) before requesting a purge",
-                              u.vault, uri[i], principal);
-        if (status == 0 || status >= 500 || ck_keyprov_classify(rc) == CK_EUNAVAIL)
-            return ck_err_set(CK_EUNAVAIL,
-                              "cannot confirm that the vault '%s' revoked the %s's access to %s: "
-                              "%s",
-                              u.vault, principal, uri[i], ck_err_msg());
-        return ck_err_set(CK_ECONFLICT,
-                          "the vault '%s' answered wrapKey on %s with HTTP %ld, not 403: a purge "
-                          "needs both vaults to deny the %s",
-                          u.vault, uri[i], status, principal);
-    }
-    return CK_OK;
-}
-
 ck_err ck_dep_purge_request(struct ck_deps *d, const char *tenant, const char *ref,
                             const char *reason, const char *contact, const char *request_id,
                             struct ck_dep **out)
@@ -724,7 +694,7 @@ ck_err ck_dep_purge_request(struct ck_deps *d, const char *tenant, const char *r
                         cur->name);
     const char *uri[2] = {cur->key_uri[0], cur->key_uri[1]};
     if (rc == CK_OK)
-        rc = check_revoked(d->keyprov, uri, "ckey Mail Service");
+        rc = ck_root_check_revoked(d->keyprov, uri, "ckey Mail Service");
     int64_t changes = 0;
     if (rc == CK_OK)
         rc = ck_store_run(d->store, &changes,

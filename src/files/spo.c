@@ -545,74 +545,6 @@ static ck_err check_text(const char *what, const char *v, size_t max)
     return CK_OK;
 }
 
-/* What one root key's vault answered a wrapKey probe: CK_OK for 403 (the
- * access is gone), else the refusal, its message appended to why. */
-static ck_err probe_one(struct ck_files *f, const char *uri, char *why, size_t wn)
-{
-    struct ck_key_uri u;
-    if (ck_key_uri_parse(uri, &u) != CK_OK) {
-        snprintf(u.vault, sizeof u.vault, "?");
-        snprintf(u.name, sizeof u.name, "%.127s", uri);
-    }
-    long status = 0;
-    ck_err rc = ck_keyprov_probe_wrap(f->keyprov, uri, &status);
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s", rc == CK_OK ? "" : ck_err_msg());
-    size_t used = strlen(why);
-    char *p = why + used;
-    size_t room = wn - used;
-    const char *sep = used ? "; " : "";
-    if (status == 403)
-        return CK_OK;
-    if (status >= 200 && status < 300) {
-        snprintf(p, room,
-                 "%sthe vault '%s' still grants wrapKey on %s to the ckey Files Service: remove "
-                 "its access policy first",
-                 sep, u.vault, u.name);
-        return CK_ECONFLICT;
-    }
-    if (status == 0 || status == 429 || status >= 500) {
-        if (status == 0)
-            snprintf(p, room, "%sthe vault '%s' did not answer a wrapKey probe on %s (%s)", sep,
-                     u.vault, u.name, msg);
-        else
-            snprintf(p, room, "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s)", sep,
-                     u.vault, status, u.name, msg);
-        return CK_EUNAVAIL;
-    }
-    snprintf(p, room,
-             "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s); a purge request needs "
-             "403 (access denied to the ckey Files Service) from both root keys' vaults",
-             sep, u.vault, status, u.name, msg);
-    return CK_ECONFLICT;
-}
-
-/* Proves that the files service principal lost wrapKey on both roots. No
- * transaction is open: the vault may be this very process. A key that still
- * grants outweighs one that did not answer (the customer has something to
- * do either way, and that first). */
-static ck_err probe_roots(struct ck_files *f, const struct ck_spo_dep *cur)
-{
-    if (!f->keyprov)
-        return ck_err_set(CK_EUNAVAIL, "no key provider: the root keys of geo %s cannot be probed",
-                          cur->geo);
-    char why[1200] = "";
-    ck_err r1 = probe_one(f, cur->primary_uri, why, sizeof why);
-    ck_err r2 = probe_one(f, cur->secondary_uri, why, sizeof why);
-    if (r1 == CK_OK && r2 == CK_OK) {
-        ck_err_clear();
-        return CK_OK;
-    }
-    if (r1 == CK_ECONFLICT || r2 == CK_ECONFLICT) {
-        ck_err rc = ck_err_set(CK_ECONFLICT, "%s", why);
-        ck_err_code("Conflict", "RootKeyAccessNotRemoved");
-        return rc;
-    }
-    ck_err rc = ck_err_set(CK_EUNAVAIL, "%s; try again", why);
-    ck_err_code("ServiceUnavailable", "CustomerKeyUnreachable");
-    return rc;
-}
-
 ck_err ck_spo_purge_request(struct ck_files *f, const char *tenant, const char *geo,
                             const char *purge_id, const char *reason, const char *contact,
                             const char *request_id, struct ck_spo_dep *out)
@@ -646,7 +578,8 @@ ck_err ck_spo_purge_request(struct ck_files *f, const char *tenant, const char *
                         geo, ck_spo_state_name(cur.state));
         goto out;
     }
-    CK_GUARD(probe_roots(f, &cur));
+    const char *uri[2] = {cur.primary_uri, cur.secondary_uri};
+    CK_GUARD(ck_root_check_revoked(f->keyprov, uri, FILES_PRINCIPAL));
     /* One statement: only if nothing moved while the vaults were asked. */
     int64_t changes = 0, now = ck_now();
     CK_GUARD(ck_store_run(f->store, &changes,

@@ -109,6 +109,14 @@ ck_err ck_root_wrap_pair(struct ck_keyprov *p, const char *const uri[2], const c
                          const char *principal, const struct ck_secret *key,
                          struct ck_buf wrapped[2], char kid[2][CK_KEY_URI_MAX]);
 
+/* Proves that principal lost wrapKey on both root keys, before a purge: a
+ * wrapKey probe (ck_keyprov_probe_wrap) under each must answer 403. Both
+ * are always probed. CK_ECONFLICT when a vault still grants it (naming the
+ * vault and key) or answered anything else but 403; CK_EUNAVAIL when one
+ * did not answer (and none still grants). Never call inside a store
+ * transaction: the vault may be this process. */
+ck_err ck_root_check_revoked(struct ck_keyprov *p, const char *const uri[2], const char *principal);
+
 /* ---------- cache of unwrapped keys ---------- */
 
 /* Keys in locked memory, each with a time-to-live; wiped when evicted,

@@ -90,3 +90,69 @@ ck_err ck_root_wrap_pair(struct ck_keyprov *p, const char *const uri[2], const c
     }
     return CK_OK;
 }
+
+/* What one root key's vault answered a wrapKey probe: CK_OK for 403 (the
+ * access is gone), else the refusal class, with its reason appended to why. */
+static ck_err probe_one(struct ck_keyprov *p, const char *uri, const char *principal, char *why,
+                        size_t wn)
+{
+    struct ck_key_uri u;
+    if (ck_key_uri_parse(uri, &u) != CK_OK) {
+        snprintf(u.vault, sizeof u.vault, "?");
+        snprintf(u.name, sizeof u.name, "%.127s", uri);
+    }
+    long status = 0;
+    ck_err rc = ck_keyprov_probe_wrap(p, uri, &status);
+    if (status == 403)
+        return CK_OK;
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", rc == CK_OK ? "" : ck_err_msg());
+    size_t used = strlen(why);
+    char *at = why + used;
+    size_t room = wn - used;
+    const char *sep = used ? "; " : "";
+    if (status >= 200 && status < 300) {
+        snprintf(at, room,
+                 "%sthe vault '%s' still grants wrapKey on %s to the %s: remove its access "
+                 "policy (wrapKey and unwrapKey) first",
+                 sep, u.vault, u.name, principal);
+        return CK_ECONFLICT;
+    }
+    if (status == 0 || status == 429 || status >= 500) {
+        if (status == 0)
+            snprintf(at, room, "%sthe vault '%s' did not answer a wrapKey probe on %s (%s)", sep,
+                     u.vault, u.name, msg);
+        else
+            snprintf(at, room, "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s)", sep,
+                     u.vault, status, u.name, msg);
+        return CK_EUNAVAIL;
+    }
+    snprintf(at, room,
+             "%sthe vault '%s' answered %ld to a wrapKey probe on %s (%s); a purge request needs "
+             "403 (access denied to the %s) from both root keys' vaults",
+             sep, u.vault, status, u.name, msg, principal);
+    return CK_ECONFLICT;
+}
+
+ck_err ck_root_check_revoked(struct ck_keyprov *p, const char *const uri[2], const char *principal)
+{
+    if (!p)
+        return ck_err_set(CK_EUNAVAIL, "no key provider: the root keys cannot be probed");
+    char why[1200] = "";
+    ck_err r1 = probe_one(p, uri[0], principal, why, sizeof why);
+    ck_err r2 = probe_one(p, uri[1], principal, why, sizeof why);
+    if (r1 == CK_OK && r2 == CK_OK) {
+        ck_err_clear();
+        return CK_OK;
+    }
+    /* A key that still grants outweighs one that did not answer: the
+     * customer has something to do either way, and that first. */
+    if (r1 == CK_ECONFLICT || r2 == CK_ECONFLICT) {
+        ck_err rc = ck_err_set(CK_ECONFLICT, "%s", why);
+        ck_err_code("Conflict", "RootKeyAccessNotRemoved");
+        return rc;
+    }
+    ck_err rc = ck_err_set(CK_EUNAVAIL, "%s; try again", why);
+    ck_err_code("ServiceUnavailable", "CustomerKeyUnreachable");
+    return rc;
+}

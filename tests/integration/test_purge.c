@@ -288,23 +288,31 @@ static void test_approver(void **state)
     http_free(&r);
 }
 
+/* A DEP named name on root keys in two new vaults va and vb (the mail
+ * service granted), and upn's mailbox under it; the DEP id into dep. */
+static void dep_with_mailbox(const char *va, const char *vb, const char *name, const char *upn,
+                             char dep[37])
+{
+    two_vaults(va, vb, MAIL_OID);
+    char *a = key_uri(va, "root"), *b = key_uri(vb, "root");
+    json_t *d =
+        run(ALICE, 0, NULL, "dep new --tenant contoso --name %s --key %s --key %s", name, a, b);
+    snprintf(dep, 37, "%s", str(d, "Identity"));
+    json_decref(d);
+    json_decref(
+        run(ALICE, 0, NULL, "mailuser new --tenant contoso --identity %s --dep %s", upn, dep));
+    json_decref(run(ALICE, 0, NULL, "mailbox new --tenant contoso --identity %s", upn));
+    free(a);
+    free(b);
+}
+
 /* ---------- the mail path ---------- */
 
 static void test_mail_purge(void **state)
 {
     (void)state;
-    two_vaults("purge-ma2", "purge-mb", MAIL_OID);
-    char *a = key_uri("purge-ma2", "root"), *b = key_uri("purge-mb", "root");
-    json_t *d =
-        run(ALICE, 0, NULL, "dep new --tenant contoso --name Leaving --key %s --key %s", a, b);
     char dep[37];
-    snprintf(dep, sizeof dep, "%s", str(d, "Identity"));
-    json_decref(d);
-    json_decref(run(ALICE, 0, NULL,
-                    "mailuser new --tenant contoso --identity bob@contoso.com "
-                    "--dep %s",
-                    dep));
-    json_decref(run(ALICE, 0, NULL, "mailbox new --tenant contoso --identity bob@contoso.com"));
+    dep_with_mailbox("purge-ma2", "purge-mb", "Leaving", "bob@contoso.com", dep);
     for (int i = 0; i < 30; i++) {
         char id[32], body[100];
         snprintf(id, sizeof id, "m%03d", i);
@@ -334,7 +342,7 @@ static void test_mail_purge(void **state)
     refused(ALICE, "'purge-mb' still grants wrapKey",
             "dep purge-request --tenant contoso %s --reason leaving --contact ciso@contoso.com",
             dep);
-    d = run(ALICE, 0, NULL, "dep get --tenant contoso %s", dep);
+    json_t *d = run(ALICE, 0, NULL, "dep get --tenant contoso %s", dep);
     assert_true(json_is_false(json_object_get(d, "PermanentDataPurgeRequested")));
     json_decref(d);
     vault_policy(&S, ALICE, "purge-mb", "remove", MAIL_OID, GRANT);
@@ -454,8 +462,6 @@ static void test_mail_purge(void **state)
     assert_non_null(strstr(out, "result: PASS"));
     free(out);
     assert_gone(blobs, n);
-    free(a);
-    free(b);
 }
 
 /* ---------- a crash in the middle of the purge job ---------- */
@@ -463,18 +469,8 @@ static void test_mail_purge(void **state)
 static void test_purge_crash(void **state)
 {
     (void)state;
-    two_vaults("purge-ca", "purge-cb", MAIL_OID);
-    char *a = key_uri("purge-ca", "root"), *b = key_uri("purge-cb", "root");
-    json_t *d =
-        run(ALICE, 0, NULL, "dep new --tenant contoso --name Crash --key %s --key %s", a, b);
     char dep[37];
-    snprintf(dep, sizeof dep, "%s", str(d, "Identity"));
-    json_decref(d);
-    json_decref(run(ALICE, 0, NULL,
-                    "mailuser new --tenant contoso --identity carol@contoso.com "
-                    "--dep %s",
-                    dep));
-    json_decref(run(ALICE, 0, NULL, "mailbox new --tenant contoso --identity carol@contoso.com"));
+    dep_with_mailbox("purge-ca", "purge-cb", "Crash", "carol@contoso.com", dep);
     for (int i = 0; i < 1200; i++) {
         char id[32];
         snprintf(id, sizeof id, "c%04d", i);
@@ -524,8 +520,6 @@ static void test_purge_crash(void **state)
     assert_int_equal(cli(&S, ALICE, &out, "purge verify %s", id), 0);
     assert_non_null(strstr(out, "result: PASS"));
     free(out);
-    free(a);
-    free(b);
 }
 
 /* ---------- the files path ---------- */

@@ -1211,7 +1211,7 @@ static void test_purge_with_vault(void **state)
                                           "ciso@contoso.com", "req-p1", &d),
                      CK_ECONFLICT);
     assert_non_null(strstr(ck_err_msg(), "the vault 'files-a' still grants wrapKey on root-a to "
-                                         "the ckey Files Service: remove its access policy first"));
+                                         "the ckey Files Service: remove its access policy"));
     assert_non_null(strstr(ck_err_msg(), "the vault 'files-b' still grants wrapKey on root-b"));
     assert_true(audited(x, "spo.purge.request", "ECONFLICT", "req-p1"));
     /* One still does. */
