@@ -5,6 +5,7 @@
 #ifndef CK_PURGE_INTERNAL_H
 #define CK_PURGE_INTERNAL_H
 
+#include "auth/auth.h"
 #include "crypto/crypto.h"
 #include "purge/purge.h"
 

@@ -471,6 +471,14 @@ ck_err ck_purge_request_files(struct ck_purges *p, const char *tenant, const cha
 
 /* ---------- documents ---------- */
 
+/* {"id","name"}: the approver reads the name, the id is what is unique. */
+static json_t *tenant_json(struct ck_purges *p, const char *tenant)
+{
+    struct ck_tenant t;
+    bool named = ck_tenant_find(p->store, tenant, &t) == CK_OK;
+    return json_pack("{s:s,s:s}", "id", tenant, "name", named ? t.name : "");
+}
+
 /* What the purge covers as the data is now: the policy and the inventory
  * ("mailboxes" or "sites", with "totals"), merged into obj. */
 static ck_err inventory(struct ck_purges *p, const struct ck_purge *pg, json_t *obj)
@@ -555,11 +563,11 @@ ck_err ck_purge_document(struct ck_purges *p, const char *tenant, const char *id
     char doc_id[37];
     CK_TRY(ck_uuid_v4(doc_id));
     int64_t now = ck_now();
-    json_t *d = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s,s:s,s:s,s:o,s:o}", "type",
+    json_t *d = json_pack("{s:s,s:i,s:s,s:s,s:s,s:o,s:s,s:s,s:o,s:o}", "type",
                           "ckey purge document", "version", 1, "documentId", doc_id, "purgeId",
-                          pg.id, "kind", ck_purge_kind_name(pg.kind), "tenant", pg.tenant, "reason",
-                          pg.reason, "contact", pg.contact, "requestedAt",
-                          time_json(pg.requested_at), "issuedAt", time_json(now));
+                          pg.id, "kind", ck_purge_kind_name(pg.kind), "tenant",
+                          tenant_json(p, pg.tenant), "reason", pg.reason, "contact", pg.contact,
+                          "requestedAt", time_json(pg.requested_at), "issuedAt", time_json(now));
     ck_err rc = inventory(p, &pg, d);
     char *text = rc == CK_OK ? purge_canonical(d) : NULL;
     json_decref(d);
@@ -782,9 +790,9 @@ static ck_err certify(struct ck_purges *p, const struct ck_purge *pg, const json
     if (json_object_get(manifest, "tikIds"))
         json_object_set(destroyed, "tikIds", json_object_get(manifest, "tikIds"));
     json_t *cert = json_pack(
-        "{s:s,s:i,s:s,s:s,s:s,s:s,s:O,s:s,s:s,s:o,s:s,s:O,s:O,s:s,s:o,s:o,s:o,s:o,s:s}", "type",
+        "{s:s,s:i,s:s,s:s,s:o,s:s,s:O,s:s,s:s,s:o,s:s,s:O,s:O,s:s,s:o,s:o,s:o,s:o,s:s}", "type",
         "ckey purge certificate", "version", 1, "certificateId", cert_id, "purgeId", pg->id,
-        "tenant", pg->tenant, "kind", ck_purge_kind_name(pg->kind), "policy",
+        "tenant", tenant_json(p, pg->tenant), "kind", ck_purge_kind_name(pg->kind), "policy",
         json_object_get(manifest, "policy"), "reason", pg->reason, "contact", pg->contact,
         "requestedAt", time_json(pg->requested_at), "documentId", pg->document_id, "documentSha256",
         json_object_get(manifest, "documentSha256"), "approverKey",

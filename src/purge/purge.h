@@ -33,8 +33,8 @@
  * it owns (DESIGN §5 puts "purge path" in dep/; the orchestration needs mail
  * and files too, which dep/ may not call, so it lives here). Owns the tables
  * ck_purge, ck_purge_approver and ck_purge_signing_key, and the job kinds
- * "purge" and "tenant.offboard". Calls store/, crypto/, audit/, jobs/, dep/,
- * mail/, files/. Thread-safe.
+ * "purge" and "tenant.offboard". Calls store/, crypto/, auth/ (tenant
+ * names), audit/, jobs/, dep/, mail/, files/. Thread-safe.
  */
 #ifndef CK_PURGE_H
 #define CK_PURGE_H

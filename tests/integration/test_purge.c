@@ -390,6 +390,7 @@ static void test_mail_purge(void **state)
     char *doc = NULL;
     assert_int_equal(sh(&doc, "cat %s", tmp("doc.json")), 0);
     assert_non_null(strstr(doc, "\"upn\":\"bob@contoso.com\""));
+    assert_non_null(strstr(doc, "\"name\":\"contoso\""));
     assert_non_null(strstr(doc, "\"items\":30"));
     /* The approver signs offline; a stranger's key; an edited document. */
     assert_int_equal(cli(&S, NULL, NULL, "purge sign --in %s --key %s --out %s", tmp("doc.json"),
