@@ -622,10 +622,6 @@ static ck_err read_batch(struct ck_files *f, const char *tenant, const char *geo
 {
     struct ck_stmt *st;
     *nb = 0;
-    CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT id, tik_id, wrapped_site_key FROM ck_site WHERE tenant = ? AND "
-                           "geo = ? AND tik_id <> ? ORDER BY tik_id, id LIMIT ?",
-                           "ttti", tenant, geo, target_tik, (int64_t)FILES_BATCH));
     /* Rows are copied out first: fetching a TIK may use this connection. */
     struct {
         char id[37], tik[37];
@@ -633,17 +629,31 @@ static ck_err read_batch(struct ck_files *f, const char *tenant, const char *geo
     } *rows = ck_xcalloc(FILES_BATCH, sizeof *rows);
     size_t n = 0;
     bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row && n < FILES_BATCH) {
-        snprintf(rows[n].id, 37, "%s", ck_stmt_text(st, 0));
-        snprintf(rows[n].tik, 37, "%s", ck_stmt_text(st, 1));
-        size_t len;
-        const void *p = ck_stmt_blob(st, 2, &len);
-        if ((rc = ck_buf_set(&rows[n].w, p, len)) != CK_OK)
+    ck_err rc = CK_OK;
+    /* The sites on other TIKs, as two ranges of ck_site_by_geo_tik (below
+     * and above the target; '' is a purged site's): each batch reads only
+     * its own rows, however many sites the geo has. */
+    static const char *const ranges[2] = {
+        "SELECT id, tik_id, wrapped_site_key FROM ck_site WHERE tenant = ? AND geo = ? AND "
+        "tik_id > '' AND tik_id < ? ORDER BY tik_id, id LIMIT ?",
+        "SELECT id, tik_id, wrapped_site_key FROM ck_site WHERE tenant = ? AND geo = ? AND "
+        "tik_id > ? ORDER BY tik_id, id LIMIT ?",
+    };
+    for (int r = 0; r < 2 && rc == CK_OK && n < FILES_BATCH; r++) {
+        if ((rc = ck_stmt_prepare(f->store, &st, ranges[r], "ttti", tenant, geo, target_tik,
+                                  (int64_t)(FILES_BATCH - n))) != CK_OK)
             break;
-        n++;
+        while ((rc = ck_stmt_step(st, &row)) == CK_OK && row && n < FILES_BATCH) {
+            snprintf(rows[n].id, 37, "%s", ck_stmt_text(st, 0));
+            snprintf(rows[n].tik, 37, "%s", ck_stmt_text(st, 1));
+            size_t len;
+            const void *p = ck_stmt_blob(st, 2, &len);
+            if ((rc = ck_buf_set(&rows[n].w, p, len)) != CK_OK)
+                break;
+            n++;
+        }
+        ck_stmt_finalize(st);
     }
-    ck_stmt_finalize(st);
     struct ck_secret old = {0}, sk = {0};
     char old_id[37] = "";
     for (size_t i = 0; rc == CK_OK && i < n; i++) {
@@ -745,10 +755,9 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
                           "tik_id = ?",
                           "tbtt", spo.tik_id, batch[i].wrapped.p, batch[i].wrapped.n, batch[i].id,
                           batch[i].old_tik);
-    int64_t on = 0, all = 0;
-    if (rc == CK_OK && same)
-        rc = site_counts(f, tenant, geo, spo.tik_id, &on, &all);
-    bool last = rc == CK_OK && same && on == all;
+    /* A short batch was the rest: read_batch reads every site on another
+     * TIK (new sites are made on the target one). */
+    bool last = rc == CK_OK && same && nb < FILES_BATCH;
     if (last)
         rc = unused_tiks(f, tenant, geo, spo.tik_id, &unused, &nunused);
     for (size_t i = 0; rc == CK_OK && last && i < nunused; i++)
@@ -786,8 +795,14 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
     *finished = last;
     if (!same)
         return site_counts(f, tenant, geo, now.tik_id, done, total);
-    *done = on;
-    *total = all;
+    /* Progress: counted at the first and last step; in between, carried
+     * on from the job's row (a count per batch would read the whole geo). */
+    if (j->total == 0 || last) {
+        CK_TRY(site_counts(f, tenant, geo, spo.tik_id, done, total));
+    } else {
+        *done = j->done + (int64_t)nb;
+        *total = *done > j->total ? *done : j->total;
+    }
     if (last)
         ck_log(CK_LOG_INFO,
                unreg ? "files data encryption policy unregistered"
