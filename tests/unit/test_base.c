@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,6 +107,118 @@ static void test_secret_is_zeroed_usable_and_freed(void **state)
     ck_secret_free(&s);
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i])
+            return false;
+    return true;
+}
+
+/* Every size, from the smallest pool class through the classes carved from
+ * shared regions, the large pooled classes and the direct mappings beyond
+ * them: zeroed, aligned, usable over n bytes, released. */
+static void test_secret_sizes(void **state)
+{
+    static const size_t sizes[] = {
+        0,    1,     15,    16,    17,        31,      100,           4095,   4096,
+        4097, 65535, 65536, 65537, 200 << 10, 1 << 20, (1 << 20) + 1, 3 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        struct ck_secret s = {0};
+        assert_int_equal(ck_secret_alloc(&s, sizes[i]), CK_OK);
+        assert_non_null(s.p);
+        assert_int_equal(s.n, sizes[i]);
+        assert_int_equal((uintptr_t)s.p % 16, 0);
+        assert_true(all_zero(s.p, s.n));
+        memset(s.p, 0x5c, s.n);
+        ck_secret_free(&s);
+        assert_null(s.p);
+        assert_int_equal(s.n, 0);
+    }
+}
+
+/* A freed block comes back (most recently freed first) wiped whole, even
+ * the bytes past a length the owner shortened after writing them. */
+static void test_secret_reuse_is_wiped(void **state)
+{
+    static const size_t sizes[] = {24, 100, 3000, 65536, 300 << 10};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        struct ck_secret s = {0};
+        assert_int_equal(ck_secret_alloc(&s, sizes[i]), CK_OK);
+        memset(s.p, 0xAA, s.n);
+        uint8_t *was = s.p;
+        s.n = 3; /* as a decryption that sized its output to the maximum does */
+        ck_secret_free(&s);
+        assert_int_equal(ck_secret_alloc(&s, sizes[i]), CK_OK);
+        assert_ptr_equal(s.p, was);
+        assert_true(all_zero(s.p, s.n));
+        ck_secret_free(&s);
+    }
+    /* Blocks of one class are distinct while live. */
+    struct ck_secret a = {0}, b = {0};
+    assert_int_equal(ck_secret_alloc(&a, 64), CK_OK);
+    assert_int_equal(ck_secret_alloc(&b, 64), CK_OK);
+    assert_ptr_not_equal(a.p, b.p);
+    memset(a.p, 1, a.n);
+    memset(b.p, 2, b.n);
+    assert_int_equal(a.p[63], 1);
+    ck_secret_free(&a);
+    ck_secret_free(&b);
+}
+
+struct churn {
+    unsigned seed;
+    int bad;
+};
+
+/* Keeps up to 8 live secrets of random sizes, each filled with a pattern of
+ * its own, and checks every one is intact when freed and zero when made. */
+static void *secret_churn(void *arg)
+{
+    struct churn *c = arg;
+    struct ck_secret live[8] = {{0}};
+    uint8_t tag[8] = {0};
+    for (int round = 0; round < 4000; round++) {
+        int slot = (int)(rand_r(&c->seed) % 8);
+        struct ck_secret *s = &live[slot];
+        if (s->p) {
+            for (size_t i = 0; i < s->n; i++)
+                if (s->p[i] != tag[slot]) {
+                    c->bad++;
+                    break;
+                }
+            ck_secret_free(s);
+            continue;
+        }
+        unsigned r = (unsigned)rand_r(&c->seed);
+        size_t n = r % 16 == 0 ? 70000 + r % (400 << 10) : r % 9000;
+        if (ck_secret_alloc(s, n) != CK_OK || !all_zero(s->p, n)) {
+            c->bad++;
+            continue;
+        }
+        tag[slot] = (uint8_t)(1 + (c->seed & 0xfe));
+        memset(s->p, tag[slot], n);
+    }
+    for (int i = 0; i < 8; i++)
+        ck_secret_free(&live[i]);
+    return NULL;
+}
+
+static void test_secret_threads(void **state)
+{
+    enum { N = 4 };
+    pthread_t t[N];
+    struct churn c[N];
+    for (int i = 0; i < N; i++) {
+        c[i] = (struct churn){.seed = 1234u + (unsigned)i};
+        assert_int_equal(pthread_create(&t[i], NULL, secret_churn, &c[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].bad, 0);
+    }
+}
+
 static void test_ct_equal(void **state)
 {
     assert_true(ck_ct_equal("abcd", "abcd", 4));
@@ -182,6 +295,9 @@ int main(void)
         cmocka_unit_test(test_b64url_accepts_padding_rejects_garbage),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_secret_is_zeroed_usable_and_freed),
+        cmocka_unit_test(test_secret_sizes),
+        cmocka_unit_test(test_secret_reuse_is_wiped),
+        cmocka_unit_test(test_secret_threads),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_uuid),
         cmocka_unit_test(test_duration_and_time),
