@@ -3,17 +3,45 @@
  *
  * The MAC input is length-prefixed field by field, so no two different
  * records can serialise to the same bytes by moving text between fields.
+ *
+ * Appends are group-committed. A record needs the previous record's MAC, so
+ * appends cannot overlap; one write transaction (and one fsync) per record
+ * made every key operation wait in line for the disk. Instead, an appending
+ * thread queues its record; when no thread is writing, it becomes the
+ * leader and writes every queued record, its own included, in one
+ * transaction, chained in queue order, with one head update. Each caller
+ * returns only once the transaction holding its record has committed, with
+ * that transaction's result, so a successful return means the same as
+ * before: the record is on disk.
  */
 #include "audit/audit.h"
 #include "crypto/crypto.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* Records written in one transaction at most: bounds the leader's work. */
+#define AUDIT_BATCH_MAX 256
+
+/* An append waiting for its record to be committed. It lives on the stack of
+ * the appending thread, which does not return before `done` is set. */
+struct pending {
+    const char *fields[6];
+    struct pending *next;
+    bool done;
+    ck_err rc;
+    char msg[256]; /* the error message when rc is not CK_OK */
+};
+
 struct ck_audit {
     struct ck_store *store;
     struct ck_secret key; /* 32 bytes */
+    pthread_mutex_t mu;   /* guards the queue and `writing` */
+    pthread_cond_t cv;    /* signalled when a batch is done */
+    struct pending *queue, **queue_end;
+    bool writing; /* a leader is writing a batch */
 };
 
 static const struct ck_migration audit_migrations[] = {
@@ -40,6 +68,9 @@ ck_err ck_audit_open(struct ck_store *s, const struct ck_secret *master_key, str
                             sizeof audit_migrations / sizeof audit_migrations[0]));
     struct ck_audit *a = ck_xcalloc(1, sizeof *a);
     a->store = s;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    a->queue_end = &a->queue;
     static const char info[] = "ckey audit chain v1";
     ck_err rc = ck_secret_alloc(&a->key, 32);
     if (rc == CK_OK)
@@ -58,6 +89,8 @@ void ck_audit_close(struct ck_audit *a)
     if (!a)
         return;
     ck_secret_free(&a->key);
+    pthread_cond_destroy(&a->cv);
+    pthread_mutex_destroy(&a->mu);
     free(a);
 }
 
@@ -134,36 +167,88 @@ static const char *or_dash(const char *s)
     return s && *s ? s : "-";
 }
 
-ck_err ck_audit_append(struct ck_audit *a, const struct ck_audit_event *ev)
+/* Appends the records of a batch, in order, in one transaction. */
+static ck_err write_batch(struct ck_audit *a, const struct pending *batch)
 {
-    const char *fields[6] = {or_dash(ev->principal),  or_dash(ev->operation),
-                             or_dash(ev->target),     or_dash(ev->result),
-                             or_dash(ev->request_id), ev->detail ? ev->detail : ""};
     CK_TRY(ck_store_begin(a->store));
     int64_t seq;
     uint8_t prev[32], hm[32], mac[32];
     bool present;
-    int64_t ts = ck_now();
     ck_err rc;
     CK_GUARD(read_head(a, &seq, prev, hm, &present));
-    seq++;
-    CK_GUARD(record_mac(a, prev, seq, ts, fields, mac));
-    CK_GUARD(head_mac(a, seq, mac, hm));
-    CK_GUARD(ck_store_run(a->store, NULL,
-                          "INSERT INTO ck_audit (seq, ts, principal, operation, target, result, "
-                          "request_id, detail, mac) VALUES (?,?,?,?,?,?,?,?,?)",
-                          "iittttttb", seq, ts, fields[0], fields[1], fields[2], fields[3],
-                          fields[4], fields[5], mac, (size_t)32));
+    for (const struct pending *p = batch; p; p = p->next) {
+        const char *const *f = p->fields;
+        int64_t ts = ck_now();
+        seq++;
+        CK_GUARD(record_mac(a, prev, seq, ts, f, mac));
+        CK_GUARD(ck_store_run(a->store, NULL,
+                              "INSERT INTO ck_audit (seq, ts, principal, operation, target, "
+                              "result, request_id, detail, mac) VALUES (?,?,?,?,?,?,?,?,?)",
+                              "iittttttb", seq, ts, f[0], f[1], f[2], f[3], f[4], f[5], mac,
+                              (size_t)32));
+        memcpy(prev, mac, 32);
+    }
+    CK_GUARD(head_mac(a, seq, prev, hm));
     CK_GUARD(ck_store_run(a->store, NULL,
                           "INSERT INTO ck_audit_head (id, seq, mac, head_mac) VALUES (1, ?, ?, ?) "
                           "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, mac = excluded.mac, "
                           "head_mac = excluded.head_mac",
-                          "ibb", seq, mac, (size_t)32, hm, (size_t)32));
+                          "ibb", seq, prev, (size_t)32, hm, (size_t)32));
     rc = ck_store_commit(a->store);
 out:
     if (rc != CK_OK)
         ck_store_rollback(a->store);
     return rc;
+}
+
+/* Takes up to AUDIT_BATCH_MAX records off the front of the queue (lock held). */
+static struct pending *take_batch(struct ck_audit *a)
+{
+    struct pending *batch = a->queue, *last = batch;
+    for (int i = 1; i < AUDIT_BATCH_MAX && last->next; i++)
+        last = last->next;
+    a->queue = last->next;
+    if (!a->queue)
+        a->queue_end = &a->queue;
+    last->next = NULL;
+    return batch;
+}
+
+ck_err ck_audit_append(struct ck_audit *a, const struct ck_audit_event *ev)
+{
+    struct pending me = {.fields = {or_dash(ev->principal), or_dash(ev->operation),
+                                    or_dash(ev->target), or_dash(ev->result),
+                                    or_dash(ev->request_id), ev->detail ? ev->detail : ""}};
+    pthread_mutex_lock(&a->mu);
+    *a->queue_end = &me;
+    a->queue_end = &me.next;
+    while (!me.done) {
+        if (a->writing) {
+            pthread_cond_wait(&a->cv, &a->mu);
+            continue;
+        }
+        /* Lead: the queue holds this record, unless an earlier batch took
+         * it (then it is done) or it is past the batch limit (then the next
+         * round of the loop leads again). */
+        a->writing = true;
+        struct pending *batch = take_batch(a);
+        pthread_mutex_unlock(&a->mu);
+        ck_err rc = write_batch(a, batch);
+        pthread_mutex_lock(&a->mu);
+        for (struct pending *p = batch, *next; p; p = next) {
+            next = p->next; /* p's owner may return as soon as done is set */
+            p->rc = rc;
+            if (rc != CK_OK)
+                snprintf(p->msg, sizeof p->msg, "%s", ck_err_msg());
+            p->done = true;
+        }
+        a->writing = false;
+        pthread_cond_broadcast(&a->cv);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (me.rc != CK_OK)
+        return ck_err_set(me.rc, "%s", me.msg);
+    return CK_OK;
 }
 
 static char *col(struct ck_stmt *st, int i)

@@ -12,7 +12,11 @@
  *
  * Owns the tables ck_audit and ck_audit_head. Calls store/ and crypto/.
  * Thread-safety: appends from any thread or process are serialised by the
- * store's write transaction.
+ * store's write transaction. Within a process, appends that arrive while
+ * one is being written are group-committed: the next transaction writes
+ * them all, in arrival order. ck_audit_append returns once its record is
+ * committed (or the transaction holding it failed), never before. A
+ * thread must not append while it holds a store transaction of its own.
  */
 #ifndef CK_AUDIT_H
 #define CK_AUDIT_H

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,6 +153,77 @@ static void test_appends_continue_chain(void **state)
     ck_audit_records_free(v, n);
 }
 
+struct appender {
+    struct ck_audit *a;
+    int id;
+    int failed;
+};
+
+enum { APPENDERS = 8, APPENDS = 25 };
+
+static void *append_many(void *arg)
+{
+    struct appender *ap = arg;
+    for (int i = 0; i < APPENDS; i++) {
+        char target[32];
+        snprintf(target, sizeof target, "t%d-%d", ap->id, i);
+        struct ck_audit_event ev = {"bob", "key.unwrapKey", target, "success", "r", NULL};
+        if (ck_audit_append(ap->a, &ev) != CK_OK)
+            ap->failed++;
+    }
+    return NULL;
+}
+
+/* Concurrent appends, group-committed: every record is there once, each
+ * thread's records in the order it appended them, and the chain and head
+ * verify. */
+static void test_concurrent_appends_chain(void **state)
+{
+    struct fx *f = *state;
+    pthread_t t[APPENDERS];
+    struct appender ap[APPENDERS];
+    for (int i = 0; i < APPENDERS; i++) {
+        ap[i] = (struct appender){.a = f->a, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, append_many, &ap[i]), 0);
+    }
+    for (int i = 0; i < APPENDERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(ap[i].failed, 0);
+    }
+    verify(f, true, 0, NULL);
+    struct ck_audit_record *v;
+    size_t n;
+    assert_int_equal(ck_audit_list(f->a, 5, 1000, &v, &n), CK_OK);
+    assert_int_equal(n, APPENDERS * APPENDS);
+    int next[APPENDERS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(v[i].seq, 6 + (int64_t)i);
+        int id, k;
+        assert_int_equal(sscanf(v[i].target, "t%d-%d", &id, &k), 2);
+        assert_in_range(id, 0, APPENDERS - 1);
+        assert_int_equal(k, next[id]);
+        next[id]++;
+    }
+    ck_audit_records_free(v, n);
+    struct ck_audit_report rep;
+    assert_int_equal(ck_audit_verify(f->a, &rep), CK_OK);
+    assert_int_equal(rep.checked, 5 + APPENDERS * APPENDS);
+}
+
+/* An append that cannot be committed reports the failure to its caller. */
+static void test_failed_append_reports(void **state)
+{
+    struct fx *f = *state;
+    sql(f, "CREATE TRIGGER no_more BEFORE INSERT ON ck_audit BEGIN SELECT RAISE(ABORT, 'full'); "
+           "END");
+    struct ck_audit_event ev = {"bob", "key.sign", "k", "success", "r", NULL};
+    assert_int_not_equal(ck_audit_append(f->a, &ev), CK_OK);
+    assert_non_null(strstr(ck_err_msg(), "full"));
+    sql(f, "DROP TRIGGER no_more");
+    assert_int_equal(ck_audit_append(f->a, &ev), CK_OK);
+    verify(f, true, 0, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +234,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tail_deletion_detected, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_appends_continue_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_appends_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_append_reports, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
