@@ -16,6 +16,12 @@ struct ck_vaults {
     struct ck_secret seal_key;   /* seals private keys at rest */
     struct ck_secret backup_key; /* seals backups */
     char install_id[37];         /* names this installation inside backups */
+    /* Names the sealing key in the process-wide cache of opened private keys
+     * (keyops.c), so that a cached key is only ever found by a domain that
+     * could have unsealed it. Made on first use: cache_id_state goes
+     * 0 (none) -> 1 (being written) -> 2 (ready), atomically. */
+    uint8_t cache_id[32];
+    int cache_id_state;
 };
 
 ck_err ck_vault_mgmt_migrate(struct ck_store *s);

@@ -7,7 +7,8 @@
  * `seq`; "latest" is the highest. The private key of a version is sealed
  * under the vault domain's sealing key with "vault/name/version" as
  * associated data (seal_private / open_private), so no query or file ever
- * sees it in plaintext.
+ * sees it in plaintext. Every change to a key (a new version, an update, a
+ * delete, a purge) drops its opened private keys from keyops.c's cache.
  */
 #include "vault/internal.h"
 #include "vault/keys_internal.h"
@@ -333,6 +334,7 @@ static ck_err store_new_version(struct ck_vaults *v, const struct ck_vault *vaul
         ck_store_rollback(v->store);
         goto out;
     }
+    ck_key_cache_drop(r.vault, name); /* a new version (create again, import, rotate) */
     rc = load_version(v, vault, name, r.version, false, out);
 out:
     ck_secret_free(&der);
@@ -437,6 +439,7 @@ ck_err ck_key_update(struct ck_vaults *v, const char *vault, const char *name, c
                           "tags = ?, updated = ? WHERE vault = ? AND name = ? AND version = ?",
                           "iiiitittt", (int64_t)ops, (int64_t)enabled, nbf, exp, tags, ck_now(),
                           vlt->name, name, cur->version);
+        ck_key_cache_drop(vlt->name, name);
     }
     if (rc == CK_OK)
         rc = load_version(v, vlt, name, cur->version, false, out);
@@ -570,6 +573,8 @@ ck_err ck_key_delete(struct ck_vaults *v, const char *vault, const char *name, s
                      "UPDATE ck_key SET deleted = ?, scheduled_purge = ? "
                      "WHERE vault = ? AND name = ? AND deleted = 0",
                      "iitt", now, now + (int64_t)vlt->retention_days * 86400, vlt->name, name);
+    if (rc == CK_OK)
+        ck_key_cache_drop(vlt->name, name);
     if (rc == CK_OK && changes == 0)
         rc = ck_key_not_found(name);
     if (rc == CK_OK)
@@ -614,6 +619,7 @@ ck_err ck_key_destroy(struct ck_vaults *v, const char *vault, const char *name)
 {
     CK_TRY(ck_store_run(v->store, NULL, "DELETE FROM ck_key WHERE vault = ? AND name = ?", "tt",
                         vault, name));
+    ck_key_cache_drop(vault, name);
     ck_err rc = ck_store_checkpoint(v->store);
     /* A busy checkpoint only delays the WAL truncation to the next one. */
     return rc == CK_EUNAVAIL ? CK_OK : rc;

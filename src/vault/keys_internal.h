@@ -30,6 +30,12 @@ ck_err ck_key_seal_private(struct ck_vaults *v, const char *vault, const char *n
 ck_err ck_key_open_private(struct ck_vaults *v, const char *vault, const char *name,
                            const char *version, const void *sealed, size_t n, struct ck_rsa **out);
 ck_err ck_key_insert_version(struct ck_vaults *v, const struct ck_key_row *r);
+/* The cache of opened private keys (keyops.c) saves unsealing and parsing;
+ * it never decides access. After a change to a key commits, its writer
+ * drops the key's entries (all versions; every key when name is NULL) so
+ * that no private key of a changed key stays in memory. */
+void ck_key_cache_drop(const char *vault, const char *name);
+size_t ck_key_cache_count(void); /* entries held, for tests */
 /* Deletes every row of a key and checkpoints the store. */
 ck_err ck_key_destroy(struct ck_vaults *v, const char *vault, const char *name);
 /* The expiry a rotation policy gives new versions (seconds; 0 = none). */

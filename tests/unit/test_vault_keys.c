@@ -6,11 +6,13 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "vault/keys_internal.h"
 #include "vault/vault.h"
 
 struct fx {
@@ -456,6 +458,202 @@ static void test_sealed_key_bound_to_its_row(void **state)
     ck_key_free(b);
 }
 
+/* Unwraps w with the latest (or the given) version of vault-a/name; returns
+ * the status and checks the plaintext on success. */
+static ck_err unwrap(struct fx *f, const char *name, const char *version, const struct ck_buf *w,
+                     const uint8_t dek[32])
+{
+    struct ck_secret plain = {0};
+    char ver[33];
+    ck_err rc = ck_key_crypto(f->v, "vault-a", name, version, CK_KEY_UNWRAP, CK_ALG_RSA_OAEP_256,
+                              w->p, w->n, NULL, &plain, ver);
+    if (rc == CK_OK && (plain.n != 32 || memcmp(plain.p, dek, 32) != 0))
+        rc = CK_EINTERNAL;
+    ck_secret_free(&plain);
+    return rc;
+}
+
+static void wrap(struct fx *f, const char *name, const uint8_t dek[32], struct ck_buf *w)
+{
+    char ver[33];
+    assert_int_equal(ck_key_crypto(f->v, "vault-a", name, "", CK_KEY_WRAP, CK_ALG_RSA_OAEP_256, dek,
+                                   32, w, NULL, ver),
+                     CK_OK);
+}
+
+/* The cache of opened keys saves the unseal and parse only: every change to
+ * a key shows in the very next operation, and what the cache holds for it
+ * is dropped. */
+static void test_opened_key_cache_follows_changes(void **state)
+{
+    struct fx *f = *state;
+    ck_key_cache_drop(NULL, NULL);
+    struct ck_key *k = create(f, "vault-a", "cached"), *u;
+    uint8_t dek[32];
+    memset(dek, 0x3c, sizeof dek);
+    struct ck_buf w = {0};
+    wrap(f, "cached", dek, &w);
+    assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_OK);
+    assert_int_equal(ck_key_cache_count(), 1);
+    assert_int_equal(unwrap(f, "cached", k->version, &w, dek), CK_OK);
+    assert_int_equal(ck_key_cache_count(), 1); /* the same entry */
+
+    /* Disabled through the API: refused at once, and the key is dropped. */
+    struct ck_key_props off = {.has_enabled = true, .enabled = false};
+    struct ck_key_props on = {.has_enabled = true, .enabled = true};
+    assert_int_equal(ck_key_update(f->v, "vault-a", "cached", "", &off, &u), CK_OK);
+    ck_key_free(u);
+    assert_int_equal(ck_key_cache_count(), 0);
+    assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_EFORBIDDEN);
+    assert_string_equal(ck_err_inner_get(), "KeyDisabled");
+    assert_int_equal(ck_key_cache_count(), 0);
+    assert_int_equal(ck_key_update(f->v, "vault-a", "cached", "", &on, &u), CK_OK);
+    ck_key_free(u);
+    assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_OK);
+    assert_int_equal(ck_key_cache_count(), 1);
+
+    /* Changed behind the API's back (no drop): the row still decides. */
+    const char *edits[][2] = {
+        {"UPDATE ck_key_version SET enabled = 0 WHERE name = 'cached'", "KeyDisabled"},
+        {"UPDATE ck_key_version SET enabled = 1, exp = 1000 WHERE name = 'cached'", "KeyExpired"},
+        {"UPDATE ck_key_version SET exp = 0, ops = 16 WHERE name = 'cached'",
+         "KeyOperationForbidden"},
+    };
+    for (size_t i = 0; i < sizeof edits / sizeof edits[0]; i++) {
+        assert_int_equal(ck_store_run(f->s, NULL, edits[i][0], ""), CK_OK);
+        assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_EFORBIDDEN);
+        assert_string_equal(ck_err_inner_get(), edits[i][1]);
+        assert_int_equal(ck_key_cache_count(), 1);
+    }
+    struct ck_key_props ops = {.has_ops = true, .ops = CK_OP_DEFAULT_RSA};
+    assert_int_equal(ck_key_update(f->v, "vault-a", "cached", "", &ops, &u), CK_OK);
+    ck_key_free(u);
+    assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_OK);
+
+    /* Another key's sealed bytes moved into the row: not served from the
+     * cache, and they do not open there. */
+    struct ck_key *other = create(f, "vault-a", "other");
+    assert_int_equal(ck_store_run(f->s, NULL,
+                                  "UPDATE ck_key_version SET sealed = (SELECT sealed FROM "
+                                  "ck_key_version WHERE name = 'other') WHERE name = 'cached'",
+                                  ""),
+                     CK_OK);
+    assert_int_equal(unwrap(f, "cached", "", &w, dek), CK_EINTERNAL);
+    ck_key_free(other);
+    ck_buf_free(&w);
+    ck_key_free(k);
+
+    /* Rotation: the new version is used, the old one still opens by name. */
+    k = create(f, "vault-a", "rotating");
+    wrap(f, "rotating", dek, &w);
+    assert_int_equal(unwrap(f, "rotating", "", &w, dek), CK_OK);
+    struct ck_key *r;
+    assert_int_equal(ck_key_rotate(f->v, "vault-a", "rotating", &r), CK_OK);
+    assert_int_equal(unwrap(f, "rotating", "", &w, dek), CK_EINTEGRITY);
+    assert_int_equal(unwrap(f, "rotating", k->version, &w, dek), CK_OK);
+    ck_key_free(r);
+
+    /* Soft delete and purge. */
+    struct ck_key *d;
+    assert_int_equal(ck_key_delete(f->v, "vault-a", "rotating", &d), CK_OK);
+    ck_key_free(d);
+    assert_int_equal(unwrap(f, "rotating", k->version, &w, dek), CK_ENOTFOUND);
+    assert_int_equal(ck_key_recover(f->v, "vault-a", "rotating", &d), CK_OK);
+    ck_key_free(d);
+    assert_int_equal(unwrap(f, "rotating", k->version, &w, dek), CK_OK);
+    assert_int_equal(ck_key_delete(f->v, "vault-a", "rotating", &d), CK_OK);
+    ck_key_free(d);
+    assert_int_equal(ck_key_purge(f->v, "vault-a", "rotating"), CK_OK);
+    assert_int_equal(unwrap(f, "rotating", k->version, &w, dek), CK_ENOTFOUND);
+    ck_key_free(k);
+    ck_buf_free(&w);
+}
+
+/* A domain with another sealing key on the same store finds nothing of the
+ * first domain's cache: the key does not open for it. */
+static void test_opened_key_cache_is_per_sealing_key(void **state)
+{
+    struct fx *f = *state;
+    struct ck_key *k = create(f, "vault-a", "mine");
+    uint8_t dek[32] = {9};
+    struct ck_buf w = {0};
+    wrap(f, "mine", dek, &w);
+    assert_int_equal(unwrap(f, "mine", "", &w, dek), CK_OK);
+    struct ck_secret other = {0};
+    assert_int_equal(ck_secret_alloc(&other, 32), CK_OK);
+    memset(other.p, 0x43, 32);
+    struct ck_vaults *v2;
+    assert_int_equal(ck_vaults_open(f->s, &other, &v2), CK_OK);
+    struct ck_secret plain = {0};
+    char ver[33];
+    assert_int_equal(ck_key_crypto(v2, "vault-a", "mine", "", CK_KEY_UNWRAP, CK_ALG_RSA_OAEP_256,
+                                   w.p, w.n, NULL, &plain, ver),
+                     CK_EINTERNAL);
+    ck_vaults_close(v2);
+    ck_secret_free(&other);
+    assert_int_equal(unwrap(f, "mine", "", &w, dek), CK_OK);
+    ck_buf_free(&w);
+    ck_key_free(k);
+}
+
+struct racer {
+    struct fx *f;
+    const struct ck_buf *w;
+    const uint8_t *dek;
+    const int *stop;
+    int ok, refused, bad;
+};
+
+static void *unwrap_loop(void *arg)
+{
+    struct racer *r = arg;
+    while (!__atomic_load_n(r->stop, __ATOMIC_ACQUIRE)) {
+        ck_err rc = unwrap(r->f, "shared", "", r->w, r->dek);
+        if (rc == CK_OK)
+            r->ok++;
+        else if (rc == CK_EFORBIDDEN)
+            r->refused++;
+        else
+            r->bad++;
+    }
+    return NULL;
+}
+
+/* Operations share cached keys while another thread disables and enables
+ * the key: each one either succeeds with the right plaintext or is refused. */
+static void test_opened_key_cache_threads(void **state)
+{
+    struct fx *f = *state;
+    struct ck_key *k = create(f, "vault-a", "shared"), *u;
+    uint8_t dek[32];
+    memset(dek, 0x71, sizeof dek);
+    struct ck_buf w = {0};
+    wrap(f, "shared", dek, &w);
+    enum { N = 3 };
+    int stop = 0;
+    pthread_t t[N];
+    struct racer r[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct racer){.f = f, .w = &w, .dek = dek, .stop = &stop};
+        assert_int_equal(pthread_create(&t[i], NULL, unwrap_loop, &r[i]), 0);
+    }
+    for (int i = 0; i < 20; i++) {
+        struct ck_key_props p = {.has_enabled = true, .enabled = i % 2 == 1};
+        assert_int_equal(ck_key_update(f->v, "vault-a", "shared", "", &p, &u), CK_OK);
+        ck_key_free(u);
+        usleep(2000);
+    }
+    __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].bad, 0);
+    }
+    /* The last change enabled the key: the cache serves it again. */
+    assert_int_equal(unwrap(f, "shared", "", &w, dek), CK_OK);
+    ck_buf_free(&w);
+    ck_key_free(k);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,6 +665,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backup_restore, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotation_policy_and_housekeeping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sealed_key_bound_to_its_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_opened_key_cache_follows_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_opened_key_cache_is_per_sealing_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_opened_key_cache_threads, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
