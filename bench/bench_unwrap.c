@@ -2,7 +2,8 @@
  * bench_unwrap — Vault unwrapKey (RSA-OAEP-256) through a real server over
  * HTTPS keep-alive with one client connection per core, against the same
  * number of threads doing ck_rsa_decrypt in this process; then p50/p99
- * latency at half the measured load. RSA-2048, 3072 and 4096.
+ * latency at half the measured load. RSA-2048, 3072 and 4096. Last, the
+ * server's peak RSS over all of it against its RSS just before.
  *
  *   bench_unwrap [--quick]      (CK_BIN names the ckey binary)
  */
@@ -218,13 +219,15 @@ int main(int argc, char **argv)
         n = 64;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     fprintf(stderr, "bench_unwrap: %d client threads, %.0f s per run\n", n, t);
-    srv_start(&S, false);
+    bench_srv_start(&S);
     provision_vault(&S, "bench@contoso.com", "sub1", "bench-v", "westus", false, TOKEN);
+    double before = bench_mem_mib(S.pid, "VmRSS");
+    bench_mem_reset_peak(S.pid);
     bench_bits(2048, n, t);
     bench_bits(3072, n, t / 2);
     bench_bits(4096, n, t / 2);
-    int st = srv_stop(&S);
-    srv_cleanup(&S);
+    bench_emit("server_rss_under_unwrap_load", bench_mem_mib(S.pid, "VmHWM"), "MiB", before);
+    int st = bench_srv_stop(&S);
     curl_global_cleanup();
     return st == 0 ? 0 : 1;
 }

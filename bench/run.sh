@@ -3,7 +3,8 @@
 #
 # Builds nothing: `make bench` builds first. Each program starts its own
 # `ckey server --dev` on a free loopback port with a temporary data dir
-# (/tmp/ckey-it-*) and stops and removes it at the end. JSON lines
+# (/tmp/ckey-bench-srv-*) and stops and removes it at the end; baselines
+# that need files use /tmp/ckey-bench-* and remove them too. JSON lines
 # {"name","value","unit","baseline","ratio"} go to stdout and to
 # BUILD/bench-results.jsonl; a table goes to stderr. See bench/README.md.
 set -euo pipefail
@@ -17,7 +18,7 @@ OUT="$BUILD/bench-results.jsonl"
 : >"$OUT"
 
 status=0
-for b in bench_unwrap bench_mail; do
+for b in bench_unwrap bench_mail bench_reencrypt bench_files; do
     exe="$BUILD/bench/$b"
     if [ ! -x "$exe" ]; then
         echo "bench: $exe not built" >&2
@@ -41,6 +42,6 @@ done
         while read -r n v u bl r; do
             printf '%-34s %12s %-8s %12s %8s\n' "$n" "$v" "$u" "$bl" "$r"
         done
-    echo "results: $OUT"
+    echo "results: $OUT ($SECONDS s in all)"
 } >&2
 exit $status
