@@ -3,8 +3,10 @@
  * box every stored secret lives in.
  *
  * KW/KWP run on OpenSSL's "id-aesNNN-wrap[-pad]" ciphers; GCM on
- * "AES-NNN-GCM". Ciphers are fetched per call: no shared state, so any
- * thread may call anything here.
+ * "AES-NNN-GCM". Each cipher is fetched from the default library context
+ * once and kept for the life of the process: a fetched EVP_CIPHER is
+ * read-only and may be shared, so any thread may call anything here, and
+ * no call pays for a provider lookup (bench: files roll, mail read).
  *
  * Unwrap and GCM decryption fail with CK_EINTEGRITY and one fixed message
  * whatever went wrong (length, integrity check value, padding, tag), so
@@ -20,6 +22,7 @@
  */
 #include "internal.h"
 
+#include <pthread.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -38,19 +41,34 @@ static bool aes_keylen_ok(size_t n)
     return n == 16 || n == 24 || n == 32;
 }
 
-/* ---------- key wrap ---------- */
+/* ---------- fetched ciphers ---------- */
 
-static const char *kw_cipher_name(size_t keklen, bool pad)
+enum { KW128, KW192, KW256, KWP128, KWP192, KWP256, GCM128, GCM192, GCM256, NCIPHERS };
+
+static const char *const cipher_names[NCIPHERS] = {
+    "id-aes128-wrap",     "id-aes192-wrap",     "id-aes256-wrap",
+    "id-aes128-wrap-pad", "id-aes192-wrap-pad", "id-aes256-wrap-pad",
+    "AES-128-GCM",        "AES-192-GCM",        "AES-256-GCM",
+};
+
+static EVP_CIPHER *ciphers[NCIPHERS];
+static pthread_once_t ciphers_once = PTHREAD_ONCE_INIT;
+
+static void fetch_ciphers(void)
 {
-    switch (keklen) {
-    case 16:
-        return pad ? "id-aes128-wrap-pad" : "id-aes128-wrap";
-    case 24:
-        return pad ? "id-aes192-wrap-pad" : "id-aes192-wrap";
-    default:
-        return pad ? "id-aes256-wrap-pad" : "id-aes256-wrap";
-    }
+    for (int i = 0; i < NCIPHERS; i++)
+        ciphers[i] = EVP_CIPHER_fetch(NULL, cipher_names[i], NULL);
 }
+
+/* The cipher of family base (KW128, KWP128 or GCM128) for a key of keylen
+ * bytes (16, 24 or 32), or NULL when OpenSSL does not provide it. */
+static const EVP_CIPHER *cipher(int base, size_t keylen)
+{
+    pthread_once(&ciphers_once, fetch_ciphers);
+    return ciphers[base + (keylen == 16 ? 0 : keylen == 24 ? 1 : 2)];
+}
+
+/* ---------- key wrap ---------- */
 
 /* Runs one wrap or unwrap over the whole input; out must hold n + 16 bytes
  * (EVP assumes room for a block beyond the input). Returns false on any
@@ -58,7 +76,7 @@ static const char *kw_cipher_name(size_t keklen, bool pad)
 static bool kw_run(const uint8_t *kek, size_t keklen, bool pad, bool enc, const uint8_t *in,
                    size_t n, uint8_t *out, size_t *outlen)
 {
-    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, kw_cipher_name(keklen, pad), NULL);
+    const EVP_CIPHER *c = cipher(pad ? KWP128 : KW128, keklen);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     int l1 = 0, l2 = 0;
     bool ok = c && ctx;
@@ -69,7 +87,6 @@ static bool kw_run(const uint8_t *kek, size_t keklen, bool pad, bool enc, const 
              EVP_CipherFinal_ex(ctx, out + l1, &l2) == 1 && l2 >= 0;
     }
     EVP_CIPHER_CTX_free(ctx); /* cleanses the key schedule */
-    EVP_CIPHER_free(c);
     *outlen = ok ? (size_t)l1 + (size_t)l2 : 0;
     return ok;
 }
@@ -149,11 +166,6 @@ ck_err ck_aes_kwp_unwrap(const uint8_t *kek, size_t keklen, const uint8_t *in, s
 
 /* ---------- GCM ---------- */
 
-static const char *gcm_cipher_name(size_t keylen)
-{
-    return keylen == 16 ? "AES-128-GCM" : keylen == 24 ? "AES-192-GCM" : "AES-256-GCM";
-}
-
 static ck_err gcm_check_args(size_t keylen, size_t ivlen, size_t aadlen, size_t n)
 {
     if (!aes_keylen_ok(keylen))
@@ -171,7 +183,7 @@ static ck_err gcm_check_args(size_t keylen, size_t ivlen, size_t aadlen, size_t 
 static EVP_CIPHER_CTX *gcm_start(const uint8_t *key, size_t keylen, const uint8_t *iv, size_t ivlen,
                                  bool enc)
 {
-    EVP_CIPHER *c = EVP_CIPHER_fetch(NULL, gcm_cipher_name(keylen), NULL);
+    const EVP_CIPHER *c = cipher(GCM128, keylen);
     EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_size_t(OSSL_CIPHER_PARAM_AEAD_IVLEN, &ivlen),
@@ -180,7 +192,6 @@ static EVP_CIPHER_CTX *gcm_start(const uint8_t *key, size_t keylen, const uint8_
     bool ok = c && ctx && EVP_CipherInit_ex2(ctx, c, NULL, NULL, enc ? 1 : 0, NULL) == 1 &&
               EVP_CIPHER_CTX_set_params(ctx, params) == 1 &&
               EVP_CipherInit_ex2(ctx, NULL, key, iv, enc ? 1 : 0, NULL) == 1;
-    EVP_CIPHER_free(c);
     if (!ok) {
         EVP_CIPHER_CTX_free(ctx);
         return NULL;
