@@ -800,8 +800,7 @@ ck_err files_rewrap_step(void *ctx, const struct ck_job *j, int64_t *done, int64
     if (j->total == 0 || last) {
         CK_TRY(site_counts(f, tenant, geo, spo.tik_id, done, total));
     } else {
-        *done = j->done + (int64_t)nb;
-        *total = *done > j->total ? *done : j->total;
+        ck_job_carry(j, (int64_t)nb, done, total);
     }
     if (last)
         ck_log(CK_LOG_INFO,

@@ -55,6 +55,12 @@ typedef ck_err (*ck_job_step_fn)(void *ctx, const struct ck_job *j, int64_t *don
  * untouched. */
 void ck_job_wait(int64_t seconds);
 
+/* Progress for a step that moved n more units of job j: j's done plus n,
+ * and its total (raised to that when more was moved than was counted). For
+ * steps that count their target exactly only at the first and the last
+ * step, because a count per batch would read the whole target. */
+void ck_job_carry(const struct ck_job *j, int64_t n, int64_t *done, int64_t *total);
+
 ck_err ck_jobs_open(struct ck_store *s, struct ck_jobs **out);
 /* Stops the workers first when running. */
 void ck_jobs_close(struct ck_jobs *jobs);

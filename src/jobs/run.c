@@ -210,6 +210,12 @@ void ck_job_wait(int64_t seconds)
     wait_seconds = seconds > 0 ? seconds : 1;
 }
 
+void ck_job_carry(const struct ck_job *j, int64_t n, int64_t *done, int64_t *total)
+{
+    *done = j->done + n;
+    *total = *done > j->total ? *done : j->total;
+}
+
 /* Runs claimed job j until an outcome; CK_OK unless the outcome could not
  * be recorded (the job's own failure is an outcome, not an error here). */
 static ck_err run_job(struct runner *r, struct ck_job *j)

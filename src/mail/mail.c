@@ -368,6 +368,26 @@ ck_err ck_mailbox_set_dep(struct ck_mail *m, const char *tenant, const char *upn
     return rc;
 }
 
+/* The items of a mailbox (*total) and those under its current key (*done),
+ * from the index ck_mail_item_by_key_id alone. */
+static ck_err item_counts(struct ck_mail *m, const char *tenant, const char *upn,
+                          const char *key_id, int64_t *done, int64_t *total)
+{
+    struct ck_stmt *st;
+    CK_TRY(ck_stmt_prepare(m->store, &st,
+                           "SELECT COUNT(*), COALESCE(SUM(key_id = ?), 0) FROM ck_mail_item "
+                           "WHERE tenant = ? AND upn = ?",
+                           "ttt", key_id, tenant, upn));
+    bool row;
+    ck_err rc = ck_stmt_step(st, &row);
+    if (rc == CK_OK && row) {
+        *total = ck_stmt_int(st, 0);
+        *done = ck_stmt_int(st, 1);
+    }
+    ck_stmt_finalize(st);
+    return rc;
+}
+
 static ck_err fill_info(struct ck_mail *m, const char *tenant, const char *upn,
                         struct ck_mailbox_info *out)
 {
@@ -782,7 +802,7 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
     if (rc == CK_OK)
         began = (rc = ck_store_begin(m->store)) == CK_OK;
     /* The mailbox may have been re-assigned since: then this batch is moot. */
-    struct mbx now;
+    struct mbx now = {0};
     if (rc == CK_OK)
         rc = load_mbx(m, tenant, upn, &now);
     bool same = rc == CK_OK && now.exists && strcmp(now.key_id, b.key_id) == 0;
@@ -804,11 +824,14 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
     free(batch);
     ck_secret_free(&cur);
     CK_TRY(rc);
-    struct ck_mailbox_info info;
-    CK_TRY(fill_info(m, tenant, upn, &info));
-    *total = info.item_count;
-    *done = info.item_count - info.pending;
-    return CK_OK;
+    /* Progress: counted at the first and the last step (and when the
+     * mailbox moved on meanwhile); in between, carried on from the job's
+     * row, since a count per batch would read the whole mailbox. */
+    if (j->total > 0 && same && !*finished) {
+        ck_job_carry(j, (int64_t)nb, done, total);
+        return CK_OK;
+    }
+    return item_counts(m, tenant, upn, same ? b.key_id : now.key_id, done, total);
 }
 
 /* ---------- the purge path ---------- */
