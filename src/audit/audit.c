@@ -256,6 +256,32 @@ static char *col(struct ck_stmt *st, int i)
     return ck_strdup(ck_stmt_text(st, i) ? ck_stmt_text(st, i) : "");
 }
 
+static ck_err record_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    struct ck_audit_record *r = elem;
+    r->seq = ck_stmt_int(st, 0);
+    r->ts = ck_stmt_int(st, 1);
+    r->principal = col(st, 2);
+    r->operation = col(st, 3);
+    r->target = col(st, 4);
+    r->result = col(st, 5);
+    r->request_id = col(st, 6);
+    r->detail = col(st, 7);
+    return CK_OK;
+}
+
+static void record_drop(void *elem)
+{
+    struct ck_audit_record *r = elem;
+    free(r->principal);
+    free(r->operation);
+    free(r->target);
+    free(r->result);
+    free(r->request_id);
+    free(r->detail);
+}
+
 ck_err ck_audit_list(struct ck_audit *a, int64_t after, size_t max, struct ck_audit_record **out,
                      size_t *n)
 {
@@ -264,44 +290,16 @@ ck_err ck_audit_list(struct ck_audit *a, int64_t after, size_t max, struct ck_au
                            "SELECT seq, ts, principal, operation, target, result, request_id, "
                            "detail FROM ck_audit WHERE seq > ? ORDER BY seq LIMIT ?",
                            "ii", after, (int64_t)max));
-    struct ck_audit_record *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        struct ck_audit_record *r = &v[count++];
-        r->seq = ck_stmt_int(st, 0);
-        r->ts = ck_stmt_int(st, 1);
-        r->principal = col(st, 2);
-        r->operation = col(st, 3);
-        r->target = col(st, 4);
-        r->result = col(st, 5);
-        r->request_id = col(st, 6);
-        r->detail = col(st, 7);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        ck_audit_records_free(v, count);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, record_fill, NULL, record_drop, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 
 void ck_audit_records_free(struct ck_audit_record *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        free(v[i].principal);
-        free(v[i].operation);
-        free(v[i].target);
-        free(v[i].result);
-        free(v[i].request_id);
-        free(v[i].detail);
-    }
+    for (size_t i = 0; i < n; i++)
+        record_drop(&v[i]);
     free(v);
 }
 

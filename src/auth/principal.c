@@ -246,29 +246,27 @@ ck_err ck_principal_find(struct ck_store *s, const char *ref, struct ck_principa
     return CK_OK;
 }
 
+static ck_err principal_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    *(struct ck_principal **)elem = from_row(st);
+    return CK_OK;
+}
+
+static void principal_drop(void *elem)
+{
+    ck_principal_free(*(struct ck_principal **)elem);
+}
+
 ck_err ck_principal_list(struct ck_store *s, struct ck_principal ***out, size_t *n)
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(
         s, &st, "SELECT " PRINCIPAL_COLUMNS " FROM ck_principal ORDER BY kind, upn, display_name",
         ""));
-    struct ck_principal **v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        v[count++] = from_row(st);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        ck_principal_list_free(v, count);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, principal_fill, NULL, principal_drop, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 

@@ -36,12 +36,15 @@ static char *lowered(const char *s)
     return c;
 }
 
-static void from_row(struct ck_stmt *st, struct ck_tenant *t)
+static ck_err tenant_fill(struct ck_stmt *st, void *elem, void *arg)
 {
+    (void)arg;
+    struct ck_tenant *t = elem;
     memset(t, 0, sizeof *t);
     snprintf(t->id, sizeof t->id, "%s", ck_stmt_text(st, 0));
     snprintf(t->name, sizeof t->name, "%s", ck_stmt_text(st, 1));
     t->created = ck_stmt_int(st, 2);
+    return CK_OK;
 }
 
 static ck_err principal_exists(struct ck_store *s, const char *object_id)
@@ -112,7 +115,7 @@ ck_err ck_tenant_find(struct ck_store *s, const char *ref, struct ck_tenant *out
     bool row = false;
     rc = ck_stmt_step(st, &row);
     if (rc == CK_OK && row)
-        from_row(st, out);
+        rc = tenant_fill(st, out, NULL);
     ck_stmt_finalize(st);
     if (rc == CK_OK && !row)
         rc = ck_err_set(CK_ENOTFOUND, "no tenant '%s'", ref);
@@ -123,23 +126,9 @@ ck_err ck_tenant_list(struct ck_store *s, struct ck_tenant **out, size_t *n)
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(s, &st, "SELECT " TENANT_COLUMNS " FROM ck_tenant ORDER BY name", ""));
-    struct ck_tenant *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        from_row(st, &v[count++]);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, tenant_fill, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 

@@ -138,6 +138,18 @@ ck_err ck_token_revoke(struct ck_store *s, const char *id)
     return CK_OK;
 }
 
+static ck_err token_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    struct ck_token_info *t = elem;
+    snprintf(t->id, sizeof t->id, "%s", ck_stmt_text(st, 0));
+    snprintf(t->object_id, sizeof t->object_id, "%s", ck_stmt_text(st, 1));
+    t->created = ck_stmt_int(st, 2);
+    t->expires = ck_stmt_int(st, 3);
+    t->revoked = ck_stmt_int(st, 4);
+    return CK_OK;
+}
+
 ck_err ck_token_list(struct ck_store *s, const char *object_id, struct ck_token_info **out,
                      size_t *n)
 {
@@ -146,27 +158,8 @@ ck_err ck_token_list(struct ck_store *s, const char *object_id, struct ck_token_
                            "SELECT id, object_id, created, expires, revoked FROM ck_token "
                            "WHERE CAST(? AS TEXT) IS NULL OR object_id = ? ORDER BY created, id",
                            "tt", object_id, object_id));
-    struct ck_token_info *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        struct ck_token_info *t = &v[count++];
-        snprintf(t->id, sizeof t->id, "%s", ck_stmt_text(st, 0));
-        snprintf(t->object_id, sizeof t->object_id, "%s", ck_stmt_text(st, 1));
-        t->created = ck_stmt_int(st, 2);
-        t->expires = ck_stmt_int(st, 3);
-        t->revoked = ck_stmt_int(st, 4);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, token_fill, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }

@@ -170,5 +170,6 @@ char *ck_strdup(const char *s); /* NULL-safe; aborts on OOM */
 char *ck_sprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void *ck_xmalloc(size_t n); /* aborts on OOM */
 void *ck_xcalloc(size_t n, size_t m);
+void *ck_xrealloc(void *p, size_t n); /* aborts on OOM */
 
 #endif

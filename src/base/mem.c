@@ -46,6 +46,16 @@ void *ck_xcalloc(size_t n, size_t m)
     return p;
 }
 
+void *ck_xrealloc(void *p, size_t n)
+{
+    void *np = realloc(p, n ? n : 1);
+    if (!np) {
+        fputs("ckey: out of memory\n", stderr);
+        abort();
+    }
+    return np;
+}
+
 char *ck_strdup(const char *s)
 {
     if (!s)

@@ -203,6 +203,18 @@ ck_err ck_dep_get(struct ck_deps *d, const char *tenant, const char *ref, struct
     return row ? CK_OK : dep_purged_or_not_found(d, tenant, ref ? ref : "");
 }
 
+static ck_err dep_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    *(struct ck_dep **)elem = dep_from_row(st);
+    return CK_OK;
+}
+
+static void dep_drop(void *elem)
+{
+    ck_dep_free(*(struct ck_dep **)elem);
+}
+
 ck_err ck_dep_list(struct ck_deps *d, const char *tenant, struct ck_dep ***out, size_t *n)
 {
     struct ck_stmt *st;
@@ -210,23 +222,9 @@ ck_err ck_dep_list(struct ck_deps *d, const char *tenant, struct ck_dep ***out, 
                            "SELECT " DEP_COLUMNS " FROM ck_dep WHERE tenant = ? AND "
                            "service_managed = 0 ORDER BY created, name_lc",
                            "t", tenant));
-    struct ck_dep **v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        v[count++] = dep_from_row(st);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        ck_dep_list_free(v, count);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, dep_fill, NULL, dep_drop, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 

@@ -222,7 +222,7 @@ static void writer_free(struct ck_file_writer *w)
     free(w);
 }
 
-static void fill_info_row(struct ck_stmt *st, int col, struct ck_file_info *info);
+static ck_err fill_info_row(struct ck_stmt *st, void *elem, void *arg);
 
 ck_err ck_file_writer_commit(struct ck_file_writer *w, struct ck_file_info *info)
 {
@@ -296,15 +296,19 @@ void ck_file_writer_abort(struct ck_file_writer *w)
 
 #define FILE_COLUMNS "path, version, size, chunk_size, chunks, created, id"
 
-static void fill_info_row(struct ck_stmt *st, int col, struct ck_file_info *info)
+/* A ck_stmt_fill_fn: the file info from FILE_COLUMNS at column 0. */
+static ck_err fill_info_row(struct ck_stmt *st, void *elem, void *arg)
 {
+    (void)arg;
+    struct ck_file_info *info = elem;
     memset(info, 0, sizeof *info);
-    snprintf(info->path, sizeof info->path, "%s", ck_stmt_text(st, col));
-    info->version = ck_stmt_int(st, col + 1);
-    info->size = ck_stmt_int(st, col + 2);
-    info->chunk_size = (uint32_t)ck_stmt_int(st, col + 3);
-    info->chunks = ck_stmt_int(st, col + 4);
-    info->created = ck_stmt_int(st, col + 5);
+    snprintf(info->path, sizeof info->path, "%s", ck_stmt_text(st, 0));
+    info->version = ck_stmt_int(st, 1);
+    info->size = ck_stmt_int(st, 2);
+    info->chunk_size = (uint32_t)ck_stmt_int(st, 3);
+    info->chunks = ck_stmt_int(st, 4);
+    info->created = ck_stmt_int(st, 5);
+    return CK_OK;
 }
 
 struct ck_file_reader {
@@ -328,7 +332,7 @@ static ck_err current_version(struct ck_files *f, const char *site_id, const cha
     bool row;
     ck_err rc = ck_stmt_step(st, &row);
     if (rc == CK_OK && row) {
-        fill_info_row(st, 0, info);
+        fill_info_row(st, info, NULL);
         snprintf(file_id, 37, "%s", ck_stmt_text(st, 6));
     } else if (rc == CK_OK) {
         rc = ck_err_set(CK_ENOTFOUND, "no file '%.300s' in this site", path);
@@ -506,22 +510,8 @@ ck_err ck_file_list(struct ck_files *f, const char *tenant, const char *site,
                            "SELECT " FILE_COLUMNS " FROM ck_file WHERE site_id = ? AND state = "
                            "'current' ORDER BY path",
                            "t", r.site.id));
-    struct ck_file_info *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        fill_info_row(st, 0, &v[count++]);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, fill_info_row, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }

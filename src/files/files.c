@@ -228,28 +228,21 @@ out:
     return rc;
 }
 
+static ck_err geo_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    snprintf(elem, 9, "%s", ck_stmt_text(st, 0));
+    return CK_OK;
+}
+
 ck_err ck_geo_list(struct ck_files *f, const char *tenant, char (**geos)[9], size_t *n)
 {
     struct ck_stmt *st;
     CK_TRY(ck_stmt_prepare(f->store, &st, "SELECT geo FROM ck_geo WHERE tenant = ? ORDER BY geo",
                            "t", tenant ? tenant : ""));
-    char(*v)[9] = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        snprintf(v[count++], 9, "%s", ck_stmt_text(st, 0));
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **geos, geo_fill, NULL, NULL, &v, n));
     *geos = v;
-    *n = count;
     return CK_OK;
 }
 
@@ -257,8 +250,11 @@ ck_err ck_geo_list(struct ck_files *f, const char *tenant, char (**geos)[9], siz
 
 #define SITE_COLUMNS "s.id, s.tenant, s.geo, s.path, s.tik_id, s.created, s.wrapped_site_key"
 
-static void site_from_row(struct ck_stmt *st, struct ck_site *s)
+/* A ck_stmt_fill_fn: the site from SITE_COLUMNS. */
+static ck_err site_from_row(struct ck_stmt *st, void *elem, void *arg)
 {
+    (void)arg;
+    struct ck_site *s = elem;
     memset(s, 0, sizeof *s);
     snprintf(s->id, sizeof s->id, "%s", ck_stmt_text(st, 0));
     snprintf(s->tenant, sizeof s->tenant, "%s", ck_stmt_text(st, 1));
@@ -266,6 +262,7 @@ static void site_from_row(struct ck_stmt *st, struct ck_site *s)
     snprintf(s->path, sizeof s->path, "%s", ck_stmt_text(st, 3));
     snprintf(s->tik_id, sizeof s->tik_id, "%s", ck_stmt_text(st, 4));
     s->created = ck_stmt_int(st, 5);
+    return CK_OK;
 }
 
 ck_err files_site_load(struct ck_files *f, const char *tenant, const char *site,
@@ -291,7 +288,7 @@ ck_err files_site_load(struct ck_files *f, const char *tenant, const char *site,
                         ck_stmt_text(st, 3), purge ? purge : "");
         ck_err_code("Gone", "SitePurged");
     } else if (rc == CK_OK && row) {
-        site_from_row(st, &out->site);
+        site_from_row(st, &out->site, NULL);
         size_t n;
         const void *p = ck_stmt_blob(st, 6, &n);
         rc = ck_buf_set(&out->wrapped_key, p, n);
@@ -395,22 +392,8 @@ ck_err ck_site_list(struct ck_files *f, const char *tenant, struct ck_site **out
                            "SELECT " SITE_COLUMNS " FROM ck_site s WHERE tenant = ? ORDER BY "
                            "path",
                            "t", tenant ? tenant : ""));
-    struct ck_site *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        site_from_row(st, &v[count++]);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, site_from_row, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }

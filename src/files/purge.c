@@ -82,6 +82,17 @@ static ck_err check_args(struct ck_files *f, const char *tenant, const char *geo
 
 /* ---------- inventory ---------- */
 
+static ck_err inventory_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    struct ck_files_purge_site *p = elem;
+    snprintf(p->path, sizeof p->path, "%s", ck_stmt_text(st, 0));
+    p->files = ck_stmt_int(st, 1);
+    p->chunks = ck_stmt_int(st, 2);
+    p->bytes = ck_stmt_int(st, 3);
+    return CK_OK;
+}
+
 ck_err ck_files_purge_inventory(struct ck_files *f, const char *tenant, const char *geo,
                                 struct ck_files_purge_site **out, size_t *n)
 {
@@ -95,28 +106,9 @@ ck_err ck_files_purge_inventory(struct ck_files *f, const char *tenant, const ch
                            "FROM ck_file fl WHERE fl.site_id = s.id) FROM ck_site s WHERE "
                            "s.tenant = ? AND s.geo = ? ORDER BY s.path",
                            "tt", tenant, geo));
-    struct ck_files_purge_site *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        struct ck_files_purge_site *p = &v[count++];
-        memset(p, 0, sizeof *p);
-        snprintf(p->path, sizeof p->path, "%s", ck_stmt_text(st, 0));
-        p->files = ck_stmt_int(st, 1);
-        p->chunks = ck_stmt_int(st, 2);
-        p->bytes = ck_stmt_int(st, 3);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, inventory_fill, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 

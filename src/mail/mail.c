@@ -842,6 +842,16 @@ static ck_err reencrypt_step(void *ctx, const struct ck_job *j, int64_t *done, i
     "tenant = ? AND purge_id = '' AND (dep_id = ? OR EXISTS (SELECT 1 FROM ck_mailbox_key k "      \
     "WHERE k.dep_id = ? AND k.tenant = ck_mailbox.tenant AND k.upn = ck_mailbox.upn))"
 
+static ck_err inventory_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    struct ck_mail_purge_mailbox *b = elem;
+    snprintf(b->upn, sizeof b->upn, "%s", ck_stmt_text(st, 0));
+    b->items = ck_stmt_int(st, 1);
+    b->bytes = ck_stmt_int(st, 2);
+    return CK_OK;
+}
+
 ck_err ck_mail_purge_inventory(struct ck_mail *m, const char *tenant, const char *dep_id,
                                struct ck_mail_purge_mailbox **out, size_t *n)
 {
@@ -853,27 +863,21 @@ ck_err ck_mail_purge_inventory(struct ck_mail *m, const char *tenant, const char
         "i.tenant = ck_mailbox.tenant AND i.upn = ck_mailbox.upn) FROM ck_mailbox WHERE " UNDER_DEP
         " ORDER BY upn",
         "ttt", tenant, dep_id, dep_id));
-    struct ck_mail_purge_mailbox *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        snprintf(v[count].upn, sizeof v[count].upn, "%s", ck_stmt_text(st, 0));
-        v[count].items = ck_stmt_int(st, 1);
-        v[count].bytes = ck_stmt_int(st, 2);
-        count++;
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, inventory_fill, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
+}
+
+static ck_err print_fill(struct ck_stmt *st, void *elem, void *arg)
+{
+    (void)arg;
+    char what[128];
+    snprintf(what, sizeof what, "mailbox key %s of %.64s", ck_stmt_text(st, 0),
+             ck_stmt_text(st, 1));
+    size_t wn;
+    const void *w = ck_stmt_blob(st, 2, &wn);
+    return ck_blob_print_make(what, false, w, wn, elem);
 }
 
 ck_err ck_mail_purge_prints(struct ck_mail *m, const char *tenant, const char *dep_id,
@@ -885,29 +889,9 @@ ck_err ck_mail_purge_prints(struct ck_mail *m, const char *tenant, const char *d
                            "? OR EXISTS (SELECT 1 FROM ck_mailbox WHERE ck_mailbox.tenant = "
                            "k.tenant AND ck_mailbox.upn = k.upn AND " UNDER_DEP ") ORDER BY k.id",
                            "tttt", dep_id, tenant, dep_id, dep_id));
-    struct ck_blob_print *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        char what[128];
-        snprintf(what, sizeof what, "mailbox key %s of %.64s", ck_stmt_text(st, 0),
-                 ck_stmt_text(st, 1));
-        size_t wn;
-        const void *w = ck_stmt_blob(st, 2, &wn);
-        if ((rc = ck_blob_print_make(what, false, w, wn, &v[count++])) != CK_OK)
-            break;
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, print_fill, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
     return CK_OK;
 }
 

@@ -289,8 +289,11 @@ ck_err ck_purge_approver_set(struct ck_purges *p, const char *tenant, const char
     "id, tenant, kind, target, target_name, stage, reason, contact, requested_by, requested_at, "  \
     "document_id, issued_at, executed_by, executed_at, completed_at, job_id"
 
-static void purge_from_row(struct ck_stmt *st, struct ck_purge *out)
+/* A ck_stmt_fill_fn: the purge from PURGE_COLUMNS. */
+static ck_err purge_from_row(struct ck_stmt *st, void *elem, void *arg)
 {
+    (void)arg;
+    struct ck_purge *out = elem;
     memset(out, 0, sizeof *out);
     snprintf(out->id, sizeof out->id, "%s", ck_stmt_text(st, 0));
     snprintf(out->tenant, sizeof out->tenant, "%s", ck_stmt_text(st, 1));
@@ -308,6 +311,7 @@ static void purge_from_row(struct ck_stmt *st, struct ck_purge *out)
     out->executed_at = ck_stmt_int(st, 13);
     out->completed_at = ck_stmt_int(st, 14);
     snprintf(out->job_id, sizeof out->job_id, "%s", ck_stmt_text(st, 15));
+    return CK_OK;
 }
 
 static void fill_percent(struct ck_purges *p, struct ck_purge *out)
@@ -339,7 +343,7 @@ ck_err ck_purge_get(struct ck_purges *p, const char *tenant, const char *id, str
     bool row;
     ck_err rc = ck_stmt_step(st, &row);
     if (rc == CK_OK && row)
-        purge_from_row(st, out);
+        purge_from_row(st, out, NULL);
     ck_stmt_finalize(st);
     CK_TRY(rc);
     if (!row)
@@ -358,7 +362,7 @@ static ck_err find_by_target(struct ck_purges *p, const char *tenant, enum ck_pu
                            "ttt", tenant, ck_purge_kind_name(kind), target));
     ck_err rc = ck_stmt_step(st, found);
     if (rc == CK_OK && *found)
-        purge_from_row(st, out);
+        purge_from_row(st, out, NULL);
     ck_stmt_finalize(st);
     return rc;
 }
@@ -370,25 +374,11 @@ ck_err ck_purge_list(struct ck_purges *p, const char *tenant, struct ck_purge **
                            "SELECT " PURGE_COLUMNS " FROM ck_purge WHERE tenant = ? ORDER BY "
                            "requested_at, id",
                            "t", tenant));
-    struct ck_purge *v = NULL;
-    size_t count = 0;
-    bool row;
-    ck_err rc;
-    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
-        v = realloc(v, (count + 1) * sizeof *v);
-        if (!v)
-            abort();
-        purge_from_row(st, &v[count++]);
-    }
-    ck_stmt_finalize(st);
-    if (rc != CK_OK) {
-        free(v);
-        return rc;
-    }
-    for (size_t i = 0; i < count; i++)
-        fill_percent(p, &v[i]);
+    void *v;
+    CK_TRY(ck_stmt_collect(st, sizeof **out, purge_from_row, NULL, NULL, &v, n));
     *out = v;
-    *n = count;
+    for (size_t i = 0; i < *n; i++)
+        fill_percent(p, &(*out)[i]);
     return CK_OK;
 }
 

@@ -11,6 +11,7 @@
 #include "store/backend.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -218,6 +219,38 @@ void ck_stmt_finalize(struct ck_stmt *st)
 {
     if (st)
         st->ops->finalize(st);
+}
+
+ck_err ck_stmt_collect(struct ck_stmt *st, size_t size, ck_stmt_fill_fn fill, void *arg,
+                       void (*drop)(void *elem), void **out, size_t *n)
+{
+    uint8_t *v = NULL;
+    size_t count = 0, cap = 0;
+    bool row;
+    ck_err rc;
+    while ((rc = ck_stmt_step(st, &row)) == CK_OK && row) {
+        if (count == cap) {
+            cap = cap ? 2 * cap : 8;
+            v = ck_xrealloc(v, cap * size);
+        }
+        uint8_t *elem = v + count * size;
+        memset(elem, 0, size);
+        if ((rc = fill(st, elem, arg)) != CK_OK)
+            break;
+        count++;
+    }
+    ck_stmt_finalize(st);
+    if (rc != CK_OK) {
+        for (size_t i = 0; drop && i < count; i++)
+            drop(v + i * size);
+        free(v);
+        *out = NULL;
+        *n = 0;
+        return rc;
+    }
+    *out = v;
+    *n = count;
+    return CK_OK;
 }
 
 ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types, ...)

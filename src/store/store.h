@@ -75,6 +75,16 @@ const void *ck_stmt_blob(struct ck_stmt *st, int col, size_t *n);
 bool ck_stmt_isnull(struct ck_stmt *st, int col);
 void ck_stmt_finalize(struct ck_stmt *st); /* NULL-safe */
 
+/* Reads the rows of st into a new array of elements of `size` bytes, one
+ * per row, each zeroed and then filled by fill(st, elem, arg), and
+ * finalizes st. fill may fail; reading stops there. On any failure, drop
+ * (optional) is called on each element filled before, the array is freed
+ * and *out is NULL. *out is NULL when there are no rows; free it with
+ * free() (after whatever its elements own). */
+typedef ck_err (*ck_stmt_fill_fn)(struct ck_stmt *st, void *elem, void *arg);
+ck_err ck_stmt_collect(struct ck_stmt *st, size_t size, ck_stmt_fill_fn fill, void *arg,
+                       void (*drop)(void *elem), void **out, size_t *n);
+
 /* prepare + step to completion; *changes (optional) gets affected rows. */
 ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types, ...);
 

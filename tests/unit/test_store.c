@@ -488,6 +488,61 @@ static void test_run_reports_changes(void **state)
     assert_int_equal(changes, 0);
 }
 
+/* ck_stmt_collect's fill: row x into a string "x=<x>"; fails at x == *stop. */
+static ck_err fill_x(struct ck_stmt *st, void *elem, void *arg)
+{
+    int64_t x = ck_stmt_int(st, 0);
+    if (arg && x == *(const int64_t *)arg)
+        return ck_err_set(CK_EINTEGRITY, "row %lld is bad", (long long)x);
+    *(char **)elem = ck_sprintf("x=%lld", (long long)x);
+    return CK_OK;
+}
+
+static int dropped;
+
+static void drop_x(void *elem)
+{
+    free(*(char **)elem);
+    dropped++;
+}
+
+static void test_collect_rows_in_order_and_cleans_up_on_failure(void **state)
+{
+    struct fixture *fx = *state;
+    assert_int_equal(ck_store_exec(fx->s, "CREATE TABLE t (x INTEGER)"), CK_OK);
+    struct ck_stmt *st;
+    void *v;
+    size_t n = 99;
+    assert_int_equal(ck_stmt_prepare(fx->s, &st, "SELECT x FROM t", ""), CK_OK);
+    assert_int_equal(ck_stmt_collect(st, sizeof(char *), fill_x, NULL, drop_x, &v, &n), CK_OK);
+    assert_null(v);
+    assert_int_equal(n, 0);
+
+    for (int64_t i = 0; i < 21; i++) /* past the first two growths */
+        assert_int_equal(ck_store_run(fx->s, NULL, "INSERT INTO t VALUES (?)", "i", i), CK_OK);
+    assert_int_equal(ck_stmt_prepare(fx->s, &st, "SELECT x FROM t ORDER BY x DESC", ""), CK_OK);
+    assert_int_equal(ck_stmt_collect(st, sizeof(char *), fill_x, NULL, drop_x, &v, &n), CK_OK);
+    assert_int_equal(n, 21);
+    char **strs = v;
+    assert_string_equal(strs[0], "x=20");
+    assert_string_equal(strs[20], "x=0");
+    for (size_t i = 0; i < n; i++)
+        free(strs[i]);
+    free(strs);
+
+    /* A row that fails: the error comes back, what was filled is dropped. */
+    int64_t stop = 7;
+    dropped = 0;
+    v = (void *)1;
+    assert_int_equal(ck_stmt_prepare(fx->s, &st, "SELECT x FROM t ORDER BY x", ""), CK_OK);
+    assert_int_equal(ck_stmt_collect(st, sizeof(char *), fill_x, &stop, drop_x, &v, &n),
+                     CK_EINTEGRITY);
+    assert_string_equal(ck_err_msg(), "row 7 is bad");
+    assert_int_equal(dropped, 7);
+    assert_null(v);
+    assert_int_equal(n, 0);
+}
+
 static void test_statement_cache_nested_and_evicted(void **state)
 {
     struct fixture *fx = *state;
@@ -831,6 +886,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_prepare_rejects_several_statements_and_bad_sql,
                                         setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_run_reports_changes, setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_collect_rows_in_order_and_cleans_up_on_failure,
+                                        setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_statement_cache_nested_and_evicted, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unique_violation_is_conflict_without_value, setup_open,
