@@ -280,6 +280,35 @@ int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...
     return st;
 }
 
+json_t *cli_json_as(const struct srv *s, const char *token, char **out, int expect, const char *fmt,
+                    ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *args = NULL;
+    if (vasprintf(&args, fmt, ap) < 0)
+        die("vasprintf");
+    va_end(ap);
+    char *o = NULL;
+    int st = cli(s, token, &o, "-o json %s", args);
+    if (st != expect) {
+        fprintf(stderr, "harness: ckey %s: exit %d, expected %d:\n%s\n", args, st, expect,
+                o ? o : "");
+        exit(1);
+    }
+    /* Progress lines of --wait (stderr, captured too) come first. */
+    const char *p = o ? o : "";
+    while (strncmp(p, "ckey: ", 6) == 0 && strchr(p, '\n'))
+        p = strchr(p, '\n') + 1;
+    json_t *j = json_loads(p, JSON_DISABLE_EOF_CHECK, NULL);
+    if (out)
+        *out = o;
+    else
+        free(o);
+    free(args);
+    return j;
+}
+
 void whoami(const struct srv *s, const char *token, char *object_id, char *tenant_id)
 {
     struct http_result r;
@@ -297,6 +326,13 @@ char *vault_url(const struct srv *s, const char *vault, const char *path)
     if (asprintf(&u, "https://%s.vault.localhost:%u%s", vault, s->port, path) < 0)
         die("asprintf");
     return u;
+}
+
+char *key_uri(const struct srv *s, const char *vault, const char *name)
+{
+    char path[200];
+    snprintf(path, sizeof path, "/keys/%s", name);
+    return vault_url(s, vault, path);
 }
 
 char *token_for(const struct srv *s, const char *principal, const char *ttl, char *id)

@@ -54,6 +54,13 @@ char *http_header(const struct http_result *r, const char *name);
 int cli(const struct srv *s, const char *token, char **out, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Runs `ckey -o json <args>` as token (NULL: the operator's) and returns
+ * the parsed answer, read after any "ckey: " progress lines (NULL when there
+ * is none). Exits the test program, showing the output, when the exit
+ * status is not expect. *out (out may be NULL) gets the whole output. */
+json_t *cli_json_as(const struct srv *s, const char *token, char **out, int expect, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
+
 /* Issues a token (malloc'd) for a principal through the CLI; id (37 bytes,
  * may be NULL) gets the token's id. */
 char *token_for(const struct srv *s, const char *principal, const char *ttl, char *id);
@@ -75,6 +82,8 @@ void vault_key(const struct srv *s, const char *token, const char *vault, const 
 
 /* Vault data-plane URL for a path: https://NAME.vault.localhost:PORT/path */
 char *vault_url(const struct srv *s, const char *vault, const char *path);
+/* The URI of key `name` in vault (malloc'd), as a DEP names its root keys. */
+char *key_uri(const struct srv *s, const char *vault, const char *name);
 
 /* Runs a shell command, returns exit status, *out gets its output. */
 int sh(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -50,38 +50,6 @@ static size_t NFILES;
 
 /* ---------- helpers ---------- */
 
-static char *key_uri(const char *vault, const char *name)
-{
-    char path[200];
-    snprintf(path, sizeof path, "/keys/%s", name);
-    return vault_url(&S, vault, path);
-}
-
-/* `ckey -o json ARGS` as alice: the parsed answer (NULL when there is
- * none); fails the test when the exit status is not expect. */
-static json_t *cli_json(int expect, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_t *cli_json(int expect, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *args = NULL;
-    if (vasprintf(&args, fmt, ap) < 0)
-        fail();
-    va_end(ap);
-    char *out = NULL;
-    int st = cli(&S, ALICE, &out, "-o json %s", args);
-    if (st != expect)
-        fail_msg("ckey %s: exit %d, expected %d:\n%s", args, st, expect, out);
-    /* Progress lines of --wait (stderr, captured too) come first. */
-    const char *p = out;
-    while (strncmp(p, "ckey: ", 6) == 0 && strchr(p, '\n'))
-        p = strchr(p, '\n') + 1;
-    json_t *j = json_loads(p, JSON_DISABLE_EOF_CHECK, NULL);
-    free(out);
-    free(args);
-    return j;
-}
-
 /* Runs ckey as alice expecting exit status expect; returns the output. */
 static char *cli_expect(int expect, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static char *cli_expect(int expect, const char *fmt, ...)
@@ -138,7 +106,8 @@ static void put_file(const char *site, const char *path, size_t size, unsigned c
     if (chunk)
         snprintf(cs, sizeof cs, " --chunk-size %u", chunk);
     json_t *j =
-        cli_json(0, "file put --tenant contoso --site /sites/%s %s %s%s", site, local, path, cs);
+        cli_json_as(&S, ALICE, NULL, 0, "file put --tenant contoso --site /sites/%s %s %s%s", site,
+                    local, path, cs);
     assert_int_equal(json_integer_value(json_object_get(j, "size")), (json_int_t)size);
     if (chunk) {
         json_int_t want = size ? (json_int_t)((size + chunk - 1) / chunk) : 0;
@@ -186,7 +155,7 @@ static void read_all(const char *when)
 
 static json_t *spo_get(const char *geo)
 {
-    return cli_json(0, "spo-dep get --tenant contoso --geo %s", geo);
+    return cli_json_as(&S, ALICE, NULL, 0, "spo-dep get --tenant contoso --geo %s", geo);
 }
 
 static const char *jstr(json_t *o, const char *field)
@@ -286,11 +255,11 @@ static int setup(void **state)
     vault_key(&S, ALICE, "files-a", "root-a2", rsa);
     vault_key(&S, ALICE, "files-a", "root-a3", rsa);
     vault_key(&S, ALICE, "files-b", "root-b2", rsa);
-    URI_A = key_uri("files-a", "root-a");
-    URI_B = key_uri("files-b", "root-b");
-    URI_A2 = key_uri("files-a", "root-a2");
-    URI_A3 = key_uri("files-a", "root-a3");
-    URI_B2 = key_uri("files-b", "root-b2");
+    URI_A = key_uri(&S, "files-a", "root-a");
+    URI_B = key_uri(&S, "files-b", "root-b");
+    URI_A2 = key_uri(&S, "files-a", "root-a2");
+    URI_A3 = key_uri(&S, "files-a", "root-a3");
+    URI_B2 = key_uri(&S, "files-b", "root-b2");
     char *out = NULL;
     if (cli(&S, NULL, &out, "tenant create contoso --admin alice@contoso.com") != 0) {
         fprintf(stderr, "%s\n", out);
@@ -324,16 +293,17 @@ static int teardown(void **state)
 
 static void test_sites_and_files(void **state)
 {
-    json_t *g = cli_json(0, "geo add --tenant contoso --geo EUR");
+    json_t *g = cli_json_as(&S, ALICE, NULL, 0, "geo add --tenant contoso --geo EUR");
     assert_string_equal(jstr(g, "geo"), "EUR");
     json_decref(g);
-    json_t *list = cli_json(0, "geo list --tenant contoso");
+    json_t *list = cli_json_as(&S, ALICE, NULL, 0, "geo list --tenant contoso");
     assert_int_equal(json_array_size(list), 1);
     assert_string_equal(jstr(json_array_get(list, 0), "geo"), "EUR");
     json_decref(list);
 
     for (int i = 0; i < NSITES; i++) {
-        json_t *s = cli_json(0, "site new --tenant contoso --geo EUR --site /sites/site-%02d", i);
+        json_t *s = cli_json_as(&S, ALICE, NULL, 0,
+                                "site new --tenant contoso --geo EUR --site /sites/site-%02d", i);
         char want[64];
         snprintf(want, sizeof want, "/sites/site-%02d", i);
         assert_string_equal(jstr(s, "site"), want);
@@ -350,7 +320,7 @@ static void test_sites_and_files(void **state)
             fail_msg("site empty-%03d: %ld %s", i, r.status, r.body);
         http_free(&r);
     }
-    list = cli_json(0, "site list --tenant contoso");
+    list = cli_json_as(&S, ALICE, NULL, 0, "site list --tenant contoso");
     assert_int_equal(json_array_size(list), NSITES + NEMPTY);
     json_decref(list);
 
@@ -373,7 +343,7 @@ static void test_sites_and_files(void **state)
     put_file("site-00", "a/b/c/deep.txt", 4096, 0);
     put_file("site-00", "docs/report-00.bin", 12345, 65536);
     FILES[0].skip = true; /* replaced by the overwrite */
-    json_t *ls = cli_json(0, "file ls --tenant contoso --site /sites/site-00");
+    json_t *ls = cli_json_as(&S, ALICE, NULL, 0, "file ls --tenant contoso --site /sites/site-00");
     assert_int_equal(json_array_size(ls), 2);
     json_decref(ls);
     read_all("service-managed");
@@ -385,12 +355,12 @@ static void test_sites_and_files(void **state)
     char *out =
         cli_expect(0, "file put --tenant contoso --site /sites/site-01 %s tmp/remove-me", local);
     free(out);
-    ls = cli_json(0, "file ls --tenant contoso --site /sites/site-01");
+    ls = cli_json_as(&S, ALICE, NULL, 0, "file ls --tenant contoso --site /sites/site-01");
     assert_int_equal(json_array_size(ls), 2);
     json_decref(ls);
     out = cli_expect(0, "file rm --tenant contoso --site /sites/site-01 tmp/remove-me");
     free(out);
-    ls = cli_json(0, "file ls --tenant contoso --site /sites/site-01");
+    ls = cli_json_as(&S, ALICE, NULL, 0, "file ls --tenant contoso --site /sites/site-01");
     assert_int_equal(json_array_size(ls), 1);
     json_decref(ls);
     out = cli_expect(1, "file get --tenant contoso --site /sites/site-01 tmp/remove-me %s/x", TMP);
@@ -407,10 +377,10 @@ static void test_sites_and_files(void **state)
 
 static void test_register(void **state)
 {
-    json_t *d = cli_json(0,
-                         "spo-dep register --tenant contoso --geo EUR --primary-key %s "
-                         "--secondary-key %s",
-                         URI_A, URI_B);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "spo-dep register --tenant contoso --geo EUR --primary-key %s "
+                            "--secondary-key %s",
+                            URI_A, URI_B);
     const char *st = jstr(d, "State");
     assert_true(strcmp(st, "Registering") == 0 || strcmp(st, "Registered") == 0);
     bool seen = strcmp(st, "Registering") == 0;
@@ -439,7 +409,7 @@ static void test_register(void **state)
     assert_string_equal(jstr(d, "PrimaryKeyVaultUri"), URI_A);
     assert_string_equal(jstr(d, "SecondaryKeyVaultUri"), URI_B);
     json_decref(d);
-    json_t *s = cli_json(0, "site dep-status /sites/site-03 --tenant contoso");
+    json_t *s = cli_json_as(&S, ALICE, NULL, 0, "site dep-status /sites/site-03 --tenant contoso");
     assert_string_equal(jstr(s, "State"), "Registered");
     assert_true(json_is_true(json_object_get(s, "SiteOnCurrentKey")));
     json_decref(s);
@@ -450,8 +420,9 @@ static void test_roll_primary(void **state)
 {
     char *old = sql("SELECT tik_id FROM ck_spo_dep WHERE geo='EUR'");
     assert_int_equal(strlen(old), 36);
-    json_t *d = cli_json(0, "spo-dep update --tenant contoso --geo EUR --key-type primary --key %s",
-                         URI_A2);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "spo-dep update --tenant contoso --geo EUR --key-type primary --key %s",
+                            URI_A2);
     const char *st = jstr(d, "State");
     assert_true(strcmp(st, "Rolling") == 0 || strcmp(st, "Registered") == 0);
     bool seen = strcmp(st, "Rolling") == 0;
@@ -460,7 +431,8 @@ static void test_roll_primary(void **state)
     size_t npct;
     poll_registered("EUR", &seen, "Rolling", pcts, &npct);
     assert_true(seen);
-    d = cli_json(0, "spo-dep get --tenant contoso --geo EUR --wait --timeout 60");
+    d = cli_json_as(&S, ALICE, NULL, 0,
+                    "spo-dep get --tenant contoso --geo EUR --wait --timeout 60");
     assert_string_equal(jstr(d, "PrimaryKeyVaultUri"), URI_A2);
     assert_string_equal(jstr(d, "SecondaryKeyVaultUri"), URI_B);
     json_decref(d);
@@ -569,7 +541,8 @@ static void test_roll_during_roll(void **state)
         1, "spo-dep restore --tenant contoso --geo EUR --primary-key %s --secondary-key %s", URI_A3,
         URI_B);
     free(out);
-    json_t *d = cli_json(0, "spo-dep get --tenant contoso --geo EUR --wait --timeout 60");
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "spo-dep get --tenant contoso --geo EUR --wait --timeout 60");
     assert_string_equal(jstr(d, "State"), "Registered");
     /* The refused roll changed nothing. */
     assert_string_equal(jstr(d, "PrimaryKeyVaultUri"), URI_A2);
@@ -599,7 +572,7 @@ static void crash_while(const char *geo, const char *state)
 
 static void test_crash_during_registration(void **state)
 {
-    json_t *g = cli_json(0, "geo add --tenant contoso --geo NAM");
+    json_t *g = cli_json_as(&S, ALICE, NULL, 0, "geo add --tenant contoso --geo NAM");
     json_decref(g);
     for (int i = 0; i < NCRASH; i++) {
         char body[128];
@@ -613,16 +586,17 @@ static void test_crash_during_registration(void **state)
     put_file("nam-000", "x/one.bin", 70000, 65536);
     put_file("nam-123", "two.bin", 5, 0);
     put_file("nam-249", "three.bin", 200000, 0);
-    json_t *d = cli_json(0,
-                         "spo-dep register --tenant contoso --geo NAM --primary-key %s "
-                         "--secondary-key %s",
-                         URI_A, URI_B);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "spo-dep register --tenant contoso --geo NAM --primary-key %s "
+                            "--secondary-key %s",
+                            URI_A, URI_B);
     json_decref(d);
     crash_while("NAM", "Registering");
-    d = cli_json(0, "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
+    d = cli_json_as(&S, ALICE, NULL, 0,
+                    "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
     assert_string_equal(jstr(d, "State"), "Registered");
     json_decref(d);
-    json_t *s = cli_json(0, "site dep-status /sites/nam-249 --tenant contoso");
+    json_t *s = cli_json_as(&S, ALICE, NULL, 0, "site dep-status /sites/nam-249 --tenant contoso");
     assert_true(json_is_true(json_object_get(s, "SiteOnCurrentKey")));
     json_decref(s);
     read_all("after the crash");
@@ -636,11 +610,13 @@ static void test_crash_during_rolling(void **state)
     snprintf(old_tik, sizeof old_tik, "%s", tik);
     free(tik);
     assert_int_equal(strlen(old_tik), 36);
-    d = cli_json(0, "spo-dep update --tenant contoso --geo NAM --key-type secondary --key %s",
-                 URI_B2);
+    d = cli_json_as(&S, ALICE, NULL, 0,
+                    "spo-dep update --tenant contoso --geo NAM --key-type secondary --key %s",
+                    URI_B2);
     json_decref(d);
     crash_while("NAM", "Rolling");
-    d = cli_json(0, "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
+    d = cli_json_as(&S, ALICE, NULL, 0,
+                    "spo-dep get --tenant contoso --geo NAM --wait --timeout 120");
     assert_string_equal(jstr(d, "State"), "Registered");
     assert_string_equal(jstr(d, "SecondaryKeyVaultUri"), URI_B2);
     json_decref(d);
@@ -657,7 +633,7 @@ static void test_crash_during_rolling(void **state)
 static void test_restore_after_losing_a_key(void **state)
 {
     vault_key(&S, ALICE, "files-a", "root-a4", "{\"kty\":\"RSA\",\"attributes\":{}}");
-    char *a4 = key_uri("files-a", "root-a4");
+    char *a4 = key_uri(&S, "files-a", "root-a4");
     char path[200];
     snprintf(path, sizeof path, "/keys/root-a/?api-version=7.6");
     char *u = vault_url(&S, "files-a", path);
@@ -669,10 +645,10 @@ static void test_restore_after_losing_a_key(void **state)
     free(u);
     char *before = sql("SELECT COUNT(*) FROM ck_audit WHERE operation = 'Restore with "
                        "Availability Key'");
-    json_t *d = cli_json(0,
-                         "spo-dep restore --tenant contoso --geo NAM --primary-key %s "
-                         "--secondary-key %s --wait --timeout 120",
-                         a4, URI_B2);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "spo-dep restore --tenant contoso --geo NAM --primary-key %s "
+                            "--secondary-key %s --wait --timeout 120",
+                            a4, URI_B2);
     assert_string_equal(jstr(d, "State"), "Registered");
     assert_string_equal(jstr(d, "PrimaryKeyVaultUri"), a4);
     json_decref(d);

@@ -83,13 +83,6 @@ static void app_policy(const char *op, const char *keys)
     http_free(&r);
 }
 
-static char *key_uri(const char *name)
-{
-    char path[200];
-    snprintf(path, sizeof path, "/keys/%s", name);
-    return vault_url(&S, "kp-a", path);
-}
-
 static struct ck_keyprov *provider(const char *token, long timeout_ms, int retries, unsigned pool)
 {
     struct ck_keyprov_config cfg = {
@@ -214,7 +207,7 @@ static int teardown(void **state)
 static void test_get(void **state)
 {
     create_key("root1");
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     struct ck_root_key_info info;
     if (ck_keyprov_get(P, uri, &info) != CK_OK)
         fail_msg("get %s: %s", uri, ck_err_msg());
@@ -243,7 +236,7 @@ static void test_get(void **state)
 
 static void test_wrap_unwrap_round_trip(void **state)
 {
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     uint8_t key[32];
     struct ck_buf w = {0};
     char kid[CK_KEY_URI_MAX];
@@ -276,7 +269,7 @@ static void test_wrap_unwrap_round_trip(void **state)
 
 static void test_rotate_keeps_old_versions(void **state)
 {
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     uint8_t key[32];
     struct ck_buf w = {0};
     char old_kid[CK_KEY_URI_MAX];
@@ -308,7 +301,7 @@ static void test_rotate_keeps_old_versions(void **state)
 
 static void test_missing_key_is_denied(void **state)
 {
-    char *uri = key_uri("nokey");
+    char *uri = key_uri(&S, "kp-a", "nokey");
     struct ck_root_key_info info;
     assert_int_equal(ck_keyprov_get(P, uri, &info), CK_EFORBIDDEN);
     assert_msg_has("denied get on");
@@ -325,7 +318,7 @@ static void test_missing_key_is_denied(void **state)
 
 static void test_removed_permission_is_denied(void **state)
 {
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     uint8_t key[32];
     struct ck_buf w = {0};
     char kid[CK_KEY_URI_MAX];
@@ -388,7 +381,7 @@ static void test_unreachable_vault_is_transient_and_bounded(void **state)
 static void test_disabled_key_is_denied(void **state)
 {
     create_key("root2");
-    char *uri = key_uri("root2");
+    char *uri = key_uri(&S, "kp-a", "root2");
     uint8_t key[32];
     struct ck_buf w = {0};
     char kid[CK_KEY_URI_MAX];
@@ -409,7 +402,7 @@ static void test_disabled_key_is_denied(void **state)
 
 static void test_bad_token_is_denied(void **state)
 {
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     struct ck_keyprov *p = provider("ck_not-a-real-token", 0, 0, 0);
     struct ck_root_key_info info;
     assert_int_equal(ck_keyprov_get(p, uri, &info), CK_EFORBIDDEN);
@@ -476,7 +469,7 @@ static void *unwrap_worker(void *arg)
 
 static void test_threads_share_one_provider(void **state)
 {
-    char *uri = key_uri("root1");
+    char *uri = key_uri(&S, "kp-a", "root1");
     uint8_t key[32];
     struct ck_buf w = {0};
     char kid[CK_KEY_URI_MAX];

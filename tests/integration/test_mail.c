@@ -39,37 +39,11 @@ static void make_key(const char *vault, const char *name, const char *body)
     vault_key(&S, ALICE, vault, name, body);
 }
 
-static char *key_uri(const char *vault, const char *name)
-{
-    char path[200];
-    snprintf(path, sizeof path, "/keys/%s", name);
-    return vault_url(&S, vault, path);
-}
-
-/* `ckey -o json ARGS` as alice; the parsed answer (NULL when it failed). */
-static json_t *cli_json(int expect, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static json_t *cli_json(int expect, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *args = NULL;
-    if (vasprintf(&args, fmt, ap) < 0)
-        fail();
-    va_end(ap);
-    char *out = NULL;
-    int st = cli(&S, ALICE, &out, "-o json %s", args);
-    if (st != expect)
-        fail_msg("ckey %s: exit %d, expected %d:\n%s", args, st, expect, out);
-    json_t *j = json_loads(out, JSON_DISABLE_EOF_CHECK, NULL);
-    free(out);
-    free(args);
-    return j;
-}
-
 static char *dep_new(const char *name, const char *uri1, const char *uri2)
 {
     json_t *d =
-        cli_json(0, "dep new --tenant contoso --name %s --key %s --key %s", name, uri1, uri2);
+        cli_json_as(&S, ALICE, NULL, 0, "dep new --tenant contoso --name %s --key %s --key %s",
+                    name, uri1, uri2);
     char *id = strdup(json_string_value(json_object_get(d, "Identity")));
     json_decref(d);
     return id;
@@ -77,7 +51,7 @@ static char *dep_new(const char *name, const char *uri1, const char *uri2)
 
 static json_t *stats(const char *upn)
 {
-    return cli_json(0, "mailbox stats %s --tenant contoso", upn);
+    return cli_json_as(&S, ALICE, NULL, 0, "mailbox stats %s --tenant contoso", upn);
 }
 
 static void wait_encrypted(const char *upn)
@@ -186,7 +160,7 @@ static int teardown(void **state)
 
 static void test_reference_walk(void **state)
 {
-    char *a = key_uri("mail-a", "root-a"), *b = key_uri("mail-b", "root-b");
+    char *a = key_uri(&S, "mail-a", "root-a"), *b = key_uri(&S, "mail-b", "root-b");
     char *dep1 = dep_new("Contoso-EX-NA-DEP1", a, b);
     assert_int_equal(strlen(dep1), 36);
 
@@ -215,7 +189,7 @@ static void test_reference_walk(void **state)
     assert_true(json_is_true(json_object_get(st, "IsEncrypted")));
     assert_int_equal(json_integer_value(json_object_get(st, "ItemCount")), NMSG);
     json_decref(st);
-    json_t *d = cli_json(0, "dep get --tenant contoso %s", dep1);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", dep1);
     assert_string_equal(json_string_value(json_object_get(d, "Name")), "Contoso-EX-NA-DEP1");
     json_decref(d);
     read_all("bob@contoso.com");
@@ -278,7 +252,7 @@ static void test_no_plaintext_at_rest(void **state)
 
 static void test_refresh_after_key_roll(void **state)
 {
-    json_t *deps = cli_json(0, "dep get --tenant contoso");
+    json_t *deps = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso");
     const char *dep1 = NULL;
     size_t i;
     json_t *d;
@@ -286,18 +260,18 @@ static void test_refresh_after_key_roll(void **state)
                                               "Contoso-EX-NA-DEP1") == 0) dep1 =
         json_string_value(json_object_get(d, "Identity"));
     assert_non_null(dep1);
-    json_t *before = cli_json(0, "dep get --tenant contoso %s", dep1);
-    json_t *jobs_before = cli_json(0, "job list --tenant contoso");
+    json_t *before = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", dep1);
+    json_t *jobs_before = cli_json_as(&S, ALICE, NULL, 0, "job list --tenant contoso");
 
     char *out = NULL;
     assert_int_equal(cli(&S, ALICE, &out, "key rotate --vault mail-a --name root-a"), 0);
     free(out);
-    json_t *rotated = cli_json(0, "key show --vault mail-a --name root-a");
+    json_t *rotated = cli_json_as(&S, ALICE, NULL, 0, "key show --vault mail-a --name root-a");
     const char *new_version = NULL;
     const char *kid = json_string_value(json_object_get(json_object_get(rotated, "key"), "kid"));
     new_version = strrchr(kid, '/') + 1;
 
-    json_t *after = cli_json(0, "dep refresh --tenant contoso %s", dep1);
+    json_t *after = cli_json_as(&S, ALICE, NULL, 0, "dep refresh --tenant contoso %s", dep1);
     const char *v0 = json_string_value(json_array_get(json_object_get(after, "KeyVersions"), 0));
     assert_string_equal(v0, new_version);
     assert_string_not_equal(
@@ -306,7 +280,7 @@ static void test_refresh_after_key_roll(void **state)
     assert_string_equal(
         json_string_value(json_array_get(json_object_get(after, "KeyVersions"), 1)),
         json_string_value(json_array_get(json_object_get(before, "KeyVersions"), 1)));
-    json_t *jobs_after = cli_json(0, "job list --tenant contoso");
+    json_t *jobs_after = cli_json_as(&S, ALICE, NULL, 0, "job list --tenant contoso");
     assert_int_equal(json_array_size(jobs_after), json_array_size(jobs_before));
     json_t *st = stats("bob@contoso.com");
     assert_true(json_is_true(json_object_get(st, "IsEncrypted")));
@@ -354,10 +328,11 @@ static void test_bad_dep_input_changes_nothing(void **state)
     provision_vault(&S, "alice@contoso.com", "sub1", "mail-closed", "westus", true, spare);
     make_key("mail-closed", "root-c", rsa);
 
-    char *a = key_uri("mail-a", "root-a"), *b = key_uri("mail-b", "root-b");
-    char *a2 = key_uri("mail-a", "other-a"), *nowrap = key_uri("mail-a", "nowrap");
-    char *exp = key_uri("mail-a", "expiring"), *np = key_uri("mail-nopp", "root-np");
-    char *closed = key_uri("mail-closed", "root-c"), *missing = key_uri("mail-b", "no-such-key");
+    char *a = key_uri(&S, "mail-a", "root-a"), *b = key_uri(&S, "mail-b", "root-b");
+    char *a2 = key_uri(&S, "mail-a", "other-a"), *nowrap = key_uri(&S, "mail-a", "nowrap");
+    char *exp = key_uri(&S, "mail-a", "expiring"), *np = key_uri(&S, "mail-nopp", "root-np");
+    char *closed = key_uri(&S, "mail-closed", "root-c"),
+         *missing = key_uri(&S, "mail-b", "no-such-key");
     struct {
         const char *k1, *k2, *needle;
     } cases[] = {
@@ -398,11 +373,13 @@ static void test_bad_assignments_change_nothing(void **state)
     /* Another tenant with its own DEP. */
     assert_int_equal(cli(&S, NULL, &out, "tenant create fabrikam --admin alice@contoso.com"), 0);
     free(out);
-    char *a = key_uri("mail-a", "root-a"), *b = key_uri("mail-b", "root-b");
-    json_t *f = cli_json(0, "dep new --tenant fabrikam --name F1 --key %s --key %s", a, b);
+    char *a = key_uri(&S, "mail-a", "root-a"), *b = key_uri(&S, "mail-b", "root-b");
+    json_t *f = cli_json_as(&S, ALICE, NULL, 0,
+                            "dep new --tenant fabrikam --name F1 --key %s --key %s", a, b);
     const char *foreign = json_string_value(json_object_get(f, "Identity"));
     char *disabled = dep_new("Disabled-DEP", a, b);
-    json_t *x = cli_json(0, "dep set --tenant contoso %s --enabled false", disabled);
+    json_t *x =
+        cli_json_as(&S, ALICE, NULL, 0, "dep set --tenant contoso %s --enabled false", disabled);
     json_decref(x);
 
     char *before = state_of_tenant();
@@ -448,8 +425,8 @@ static void test_bad_assignments_change_nothing(void **state)
 
 static void test_fifty_deps_at_most(void **state)
 {
-    char *a = key_uri("mail-a", "root-a"), *b = key_uri("mail-b", "root-b");
-    json_t *deps = cli_json(0, "dep get --tenant contoso");
+    char *a = key_uri(&S, "mail-a", "root-a"), *b = key_uri(&S, "mail-b", "root-b");
+    json_t *deps = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso");
     size_t have = json_array_size(deps);
     json_decref(deps);
     for (size_t i = have; i < 50; i++) {
@@ -518,7 +495,7 @@ static void test_end_user_reaches_only_own_mailbox(void **state)
 
 static char *dep_id_of(const char *name)
 {
-    json_t *d = cli_json(0, "dep get --tenant contoso %s", name);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", name);
     char *id = strdup(json_string_value(json_object_get(d, "Identity")));
     json_decref(d);
     return id;
@@ -550,14 +527,15 @@ static void test_crash_during_reencryption(void **state)
     assert_int_equal(srv_stop(&S), 0);
     srv_start_args(&S, true, "--key-cache-ttl 2 --job-throttle-ms 400 --job-lease 2");
     char *dep2 = dep_id_of("Contoso-EX-NA-DEP2");
-    json_t *st = cli_json(0, "mailbox set carol@contoso.com --tenant contoso --dep %s", dep2);
+    json_t *st = cli_json_as(&S, ALICE, NULL, 0,
+                             "mailbox set carol@contoso.com --tenant contoso --dep %s", dep2);
     char job[64];
     snprintf(job, sizeof job, "%s", json_string_value(json_object_get(st, "JobId")));
     json_decref(st);
     int64_t done = 0;
     for (int tries = 0; tries < 200 && done < 100; tries++) {
         usleep(50 * 1000);
-        json_t *j = cli_json(0, "job show %s", job);
+        json_t *j = cli_json_as(&S, ALICE, NULL, 0, "job show %s", job);
         done = json_integer_value(json_object_get(j, "done"));
         json_decref(j);
     }
@@ -566,7 +544,7 @@ static void test_crash_during_reencryption(void **state)
 
     srv_start_args(&S, true, "--key-cache-ttl 2");
     wait_encrypted("carol@contoso.com");
-    json_t *j = cli_json(0, "job show %s", job);
+    json_t *j = cli_json_as(&S, ALICE, NULL, 0, "job show %s", job);
     assert_string_equal(json_string_value(json_object_get(j, "state")), "done");
     assert_true(json_integer_value(json_object_get(j, "attempts")) >= 2);
     json_decref(j);

@@ -40,31 +40,6 @@ static char *tmp(const char *name)
     return p;
 }
 
-/* `ckey -o json ARGS` as token (NULL: operator), expecting exit status
- * expect; the parsed answer, and the output in *out when out is given. */
-static json_t *run(const char *token, int expect, char **out, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static json_t *run(const char *token, int expect, char **out, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *args = NULL;
-    if (vasprintf(&args, fmt, ap) < 0)
-        fail();
-    va_end(ap);
-    char *o = NULL;
-    int st = cli(&S, token, &o, "-o json %s", args);
-    if (st != expect)
-        fail_msg("ckey %s: exit %d, expected %d:\n%s", args, st, expect, o);
-    json_t *j = json_loads(o, JSON_DISABLE_EOF_CHECK, NULL);
-    if (out)
-        *out = o;
-    else
-        free(o);
-    free(args);
-    return j;
-}
-
 /* Runs a refused command: exit 1 and a message containing want. */
 static void refused(const char *token, const char *want, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -88,13 +63,6 @@ static const char *str(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "";
-}
-
-static char *key_uri(const char *vault, const char *name)
-{
-    char path[200];
-    snprintf(path, sizeof path, "/keys/%s", name);
-    return vault_url(&S, vault, path);
 }
 
 static void principal_oid(const char *app, char out[64])
@@ -210,7 +178,7 @@ static void write_text(const char *path, const char *text)
 /* The stage of purge id. */
 static char *stage_of(const char *id)
 {
-    json_t *p = run(ALICE, 0, NULL, "purge status %s", id);
+    json_t *p = cli_json_as(&S, ALICE, NULL, 0, "purge status %s", id);
     char *s = strdup(str(p, "stage"));
     json_decref(p);
     return s;
@@ -256,20 +224,23 @@ static int teardown(void **state)
 static void test_approver(void **state)
 {
     (void)state;
-    json_t *a = run(ALICE, 0, NULL, "tenant approver set --tenant contoso --public-key %s",
+    json_t *a =
+        cli_json_as(&S, ALICE, NULL, 0, "tenant approver set --tenant contoso --public-key %s",
                     tmp("approver.pub.pem"));
     assert_non_null(strstr(str(a, "fingerprint"), "SHA256:"));
     json_decref(a);
     /* Changing it is the operator's, and audited. */
     refused(ALICE, "only the operator", "tenant approver set --tenant contoso --public-key %s",
             tmp("other.pub.pem"));
-    json_t *now = run(ALICE, 0, NULL, "tenant approver get --tenant contoso");
-    json_t *op = run(NULL, 0, NULL, "tenant approver set --tenant contoso --public-key %s",
-                     tmp("other.pub.pem"));
+    json_t *now = cli_json_as(&S, ALICE, NULL, 0, "tenant approver get --tenant contoso");
+    json_t *op =
+        cli_json_as(&S, NULL, NULL, 0, "tenant approver set --tenant contoso --public-key %s",
+                    tmp("other.pub.pem"));
     assert_string_not_equal(str(op, "fingerprint"), str(now, "fingerprint"));
     json_decref(op);
-    json_decref(run(NULL, 0, NULL, "tenant approver set --tenant contoso --public-key %s",
-                    tmp("approver.pub.pem")));
+    json_decref(cli_json_as(&S, NULL, NULL, 0,
+                            "tenant approver set --tenant contoso --public-key %s",
+                            tmp("approver.pub.pem")));
     json_decref(now);
     refused(ALICE, "Ed25519 public key", "tenant approver set --tenant contoso --public-key %s",
             tmp("approver.pem"));
@@ -294,14 +265,14 @@ static void dep_with_mailbox(const char *va, const char *vb, const char *name, c
                              char dep[37])
 {
     two_vaults(va, vb, MAIL_OID);
-    char *a = key_uri(va, "root"), *b = key_uri(vb, "root");
-    json_t *d =
-        run(ALICE, 0, NULL, "dep new --tenant contoso --name %s --key %s --key %s", name, a, b);
+    char *a = key_uri(&S, va, "root"), *b = key_uri(&S, vb, "root");
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "dep new --tenant contoso --name %s --key %s --key %s", name, a, b);
     snprintf(dep, 37, "%s", str(d, "Identity"));
     json_decref(d);
-    json_decref(
-        run(ALICE, 0, NULL, "mailuser new --tenant contoso --identity %s --dep %s", upn, dep));
-    json_decref(run(ALICE, 0, NULL, "mailbox new --tenant contoso --identity %s", upn));
+    json_decref(cli_json_as(&S, ALICE, NULL, 0,
+                            "mailuser new --tenant contoso --identity %s --dep %s", upn, dep));
+    json_decref(cli_json_as(&S, ALICE, NULL, 0, "mailbox new --tenant contoso --identity %s", upn));
     free(a);
     free(b);
 }
@@ -342,11 +313,12 @@ static void test_mail_purge(void **state)
     refused(ALICE, "'purge-mb' still grants wrapKey",
             "dep purge-request --tenant contoso %s --reason leaving --contact ciso@contoso.com",
             dep);
-    json_t *d = run(ALICE, 0, NULL, "dep get --tenant contoso %s", dep);
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", dep);
     assert_true(json_is_false(json_object_get(d, "PermanentDataPurgeRequested")));
     json_decref(d);
     vault_policy(&S, ALICE, "purge-mb", "remove", MAIL_OID, GRANT);
-    json_t *p = run(ALICE, 0, NULL,
+    json_t *p =
+        cli_json_as(&S, ALICE, NULL, 0,
                     "dep purge-request --tenant contoso %s --reason \"contract ended\" --contact "
                     "ciso@contoso.com",
                     dep);
@@ -354,14 +326,15 @@ static void test_mail_purge(void **state)
     snprintf(id, sizeof id, "%s", str(p, "id"));
     assert_string_equal(str(p, "stage"), "requested");
     json_decref(p);
-    d = run(ALICE, 0, NULL, "dep get --tenant contoso %s", dep);
+    d = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", dep);
     assert_true(json_is_true(json_object_get(d, "PermanentDataPurgeRequested")));
     assert_string_equal(str(d, "PermanentDataPurgeReason"), "contract ended");
     assert_string_equal(str(d, "PermanentDataPurgeContact"), "ciso@contoso.com");
     json_decref(d);
 
     /* Out of order and forged steps: each refused, nothing changed. */
-    json_decref(run(ALICE, 0, NULL, "mailuser new --tenant contoso --identity eve@contoso.com"));
+    json_decref(cli_json_as(&S, ALICE, NULL, 0,
+                            "mailuser new --tenant contoso --identity eve@contoso.com"));
     refused(ALICE, "can no longer be assigned",
             "mailuser set eve@contoso.com --tenant contoso "
             "--dep %s",
@@ -383,7 +356,7 @@ static void test_mail_purge(void **state)
     refused(NULL, "no document was issued", "purge execute --doc %s --sig %s", tmp("early.json"),
             tmp("early.sig"));
 
-    json_decref(run(ALICE, 0, NULL, "purge document %s --out %s", id, tmp("doc.json")));
+    json_decref(cli_json_as(&S, ALICE, NULL, 0, "purge document %s --out %s", id, tmp("doc.json")));
     char *stage = stage_of(id);
     assert_string_equal(stage, "document issued");
     free(stage);
@@ -415,11 +388,12 @@ static void test_mail_purge(void **state)
     stage = stage_of(id);
     assert_string_equal(stage, "document issued");
     free(stage);
-    json_decref(run(ALICE, 0, NULL, "dep get --tenant contoso %s", dep));
+    json_decref(cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant contoso %s", dep));
 
     /* Execute, and wait for the certificate. */
-    json_t *done = run(NULL, 0, NULL, "purge execute --doc %s --sig %s --wait --timeout 120",
-                       tmp("doc.json"), tmp("doc.sig"));
+    json_t *done =
+        cli_json_as(&S, NULL, NULL, 0, "purge execute --doc %s --sig %s --wait --timeout 120",
+                    tmp("doc.json"), tmp("doc.sig"));
     assert_string_equal(str(done, "stage"), "done");
     json_decref(done);
     refused(NULL, "already executed", "purge execute --doc %s --sig %s", tmp("doc.json"),
@@ -479,12 +453,14 @@ static void test_purge_crash(void **state)
     }
     vault_policy(&S, ALICE, "purge-ca", "remove", MAIL_OID, GRANT);
     vault_policy(&S, ALICE, "purge-cb", "remove", MAIL_OID, GRANT);
-    json_t *p = run(ALICE, 0, NULL,
+    json_t *p =
+        cli_json_as(&S, ALICE, NULL, 0,
                     "dep purge-request --tenant contoso Crash --reason r --contact c@contoso.com");
     char id[37];
     snprintf(id, sizeof id, "%s", str(p, "id"));
     json_decref(p);
-    json_decref(run(ALICE, 0, NULL, "purge document %s --out %s", id, tmp("crash.json")));
+    json_decref(
+        cli_json_as(&S, ALICE, NULL, 0, "purge document %s --out %s", id, tmp("crash.json")));
     assert_int_equal(cli(&S, NULL, NULL, "purge sign --in %s --key %s --out %s", tmp("crash.json"),
                          tmp("approver.pem"), tmp("crash.sig")),
                      0);
@@ -493,8 +469,8 @@ static void test_purge_crash(void **state)
      * gone but items remain. */
     srv_stop(&S);
     srv_start_args(&S, true, "--key-cache-ttl 1 --tik-cache-ttl 2 --job-throttle-ms 700");
-    json_decref(
-        run(NULL, 0, NULL, "purge execute --doc %s --sig %s", tmp("crash.json"), tmp("crash.sig")));
+    json_decref(cli_json_as(&S, NULL, NULL, 0, "purge execute --doc %s --sig %s", tmp("crash.json"),
+                            tmp("crash.sig")));
     bool killed = false;
     for (int i = 0; i < 200 && !killed; i++) {
         char *out = NULL;
@@ -529,7 +505,7 @@ static void test_files_purge(void **state)
 {
     (void)state;
     two_vaults("purge-fa", "purge-fb", FILES_OID);
-    char *a = key_uri("purge-fa", "root"), *b = key_uri("purge-fb", "root");
+    char *a = key_uri(&S, "purge-fa", "root"), *b = key_uri(&S, "purge-fb", "root");
     char *out = NULL;
     assert_int_equal(cli(&S, ALICE, &out, "geo add --tenant contoso --geo EUR"), 0);
     free(out);
@@ -565,7 +541,8 @@ static void test_files_purge(void **state)
             "spo-dep purge-request --tenant contoso --geo EUR --reason r --contact c@contoso.com");
     vault_policy(&S, ALICE, "purge-fa", "remove", FILES_OID, GRANT);
     vault_policy(&S, ALICE, "purge-fb", "remove", FILES_OID, GRANT);
-    json_t *p = run(ALICE, 0, NULL,
+    json_t *p =
+        cli_json_as(&S, ALICE, NULL, 0,
                     "spo-dep purge-request --tenant contoso --geo EUR --reason \"moving out\" "
                     "--contact it@contoso.com");
     char id[37];
@@ -573,7 +550,8 @@ static void test_files_purge(void **state)
     assert_string_equal(str(p, "kind"), "files");
     json_decref(p);
     refused(ALICE, "purge", "site new --tenant contoso --geo EUR --site /sites/late");
-    json_decref(run(ALICE, 0, NULL, "purge document %s --out %s", id, tmp("fdoc.json")));
+    json_decref(
+        cli_json_as(&S, ALICE, NULL, 0, "purge document %s --out %s", id, tmp("fdoc.json")));
     assert_int_equal(sh(&out, "grep -c '/sites/s2' %s", tmp("fdoc.json")), 0);
     free(out);
     /* This approver uses OpenSSL: an Ed25519 key and a raw signature made
@@ -587,14 +565,17 @@ static void test_files_purge(void **state)
     free(out);
     refused(NULL, "does not verify", "purge execute --doc %s --sig %s", tmp("fdoc.json"),
             tmp("fdoc.sig"));
-    json_decref(run(NULL, 0, NULL, "tenant approver set --tenant contoso --public-key %s",
-                    tmp("ossl.pub.pem")));
+    json_decref(cli_json_as(&S, NULL, NULL, 0,
+                            "tenant approver set --tenant contoso --public-key %s",
+                            tmp("ossl.pub.pem")));
     refused(NULL, "does not verify", "purge execute --doc %s --sig %s", tmp("fdoc.json"),
             tmp("forged.sig"));
-    json_decref(run(NULL, 0, NULL, "purge execute --doc %s --sig %s --wait --timeout 120",
-                    tmp("fdoc.json"), tmp("fdoc.sig")));
-    json_decref(run(NULL, 0, NULL, "tenant approver set --tenant contoso --public-key %s",
-                    tmp("approver.pub.pem")));
+    json_decref(cli_json_as(&S, NULL, NULL, 0,
+                            "purge execute --doc %s --sig %s --wait --timeout 120",
+                            tmp("fdoc.json"), tmp("fdoc.sig")));
+    json_decref(cli_json_as(&S, NULL, NULL, 0,
+                            "tenant approver set --tenant contoso --public-key %s",
+                            tmp("approver.pub.pem")));
     refused(ALICE, "purged", "file get --tenant contoso --site /sites/s1 docs/q1.txt %s",
             tmp("back.txt"));
     struct http_result r;
@@ -634,17 +615,19 @@ static void test_offboard(void **state)
     two_vaults("off-ma", "off-mb", MAIL_OID);
     vault_policy(&S, ALICE, "off-ma", "add", FILES_OID, GRANT);
     vault_policy(&S, ALICE, "off-mb", "add", FILES_OID, GRANT);
-    char *a = key_uri("off-ma", "root"), *b = key_uri("off-mb", "root");
-    json_t *d =
-        run(ALICE, 0, NULL, "dep new --tenant fabrikam --name FabDEP --key %s --key %s", a, b);
+    char *a = key_uri(&S, "off-ma", "root"), *b = key_uri(&S, "off-mb", "root");
+    json_t *d = cli_json_as(&S, ALICE, NULL, 0,
+                            "dep new --tenant fabrikam --name FabDEP --key %s --key %s", a, b);
     char dep[37];
     snprintf(dep, sizeof dep, "%s", str(d, "Identity"));
     json_decref(d);
     const char *upns[2] = {"dan@fabrikam.com", "fay@fabrikam.com"};
     for (int u = 0; u < 2; u++) {
-        json_decref(run(ALICE, 0, NULL, "mailuser new --tenant fabrikam --identity %s --dep %s",
-                        upns[u], dep));
-        json_decref(run(ALICE, 0, NULL, "mailbox new --tenant fabrikam --identity %s", upns[u]));
+        json_decref(cli_json_as(&S, ALICE, NULL, 0,
+                                "mailuser new --tenant fabrikam --identity %s --dep %s", upns[u],
+                                dep));
+        json_decref(cli_json_as(&S, ALICE, NULL, 0, "mailbox new --tenant fabrikam --identity %s",
+                                upns[u]));
         for (int i = 0; i < 60; i++) {
             char id[16], body[100];
             snprintf(id, sizeof id, "i%02d", i);
@@ -674,16 +657,16 @@ static void test_offboard(void **state)
     free(out);
 
     /* Offboard: everything moves back, nothing is lost. */
-    json_t *o = run(NULL, 0, NULL, "tenant offboard fabrikam --timeout 180");
+    json_t *o = cli_json_as(&S, NULL, NULL, 0, "tenant offboard fabrikam --timeout 180");
     assert_string_equal(str(o, "state"), "done");
     assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "mailboxes"), "moved")),
                      2);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "geos"), "moved")), 1);
     json_decref(o);
-    d = run(ALICE, 0, NULL, "dep get --tenant fabrikam %s", dep);
+    d = cli_json_as(&S, ALICE, NULL, 0, "dep get --tenant fabrikam %s", dep);
     assert_true(json_is_false(json_object_get(d, "Enabled")));
     json_decref(d);
-    json_t *spo = run(ALICE, 0, NULL, "spo-dep get --tenant fabrikam --geo NAM");
+    json_t *spo = cli_json_as(&S, ALICE, NULL, 0, "spo-dep get --tenant fabrikam --geo NAM");
     assert_string_equal(str(spo, "State"), "Unregistered");
     json_decref(spo);
 
@@ -691,7 +674,7 @@ static void test_offboard(void **state)
     sleep(3); /* past every cache TTL */
     int before = vault_calls("off-ma", "off-mb");
     for (int u = 0; u < 2; u++) {
-        json_t *st = run(ALICE, 0, NULL, "mailbox stats %s --tenant fabrikam", upns[u]);
+        json_t *st = cli_json_as(&S, ALICE, NULL, 0, "mailbox stats %s --tenant fabrikam", upns[u]);
         assert_true(json_is_null(json_object_get(st, "DataEncryptionPolicyID")));
         assert_true(json_is_true(json_object_get(st, "IsEncrypted")));
         json_decref(st);
