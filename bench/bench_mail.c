@@ -199,13 +199,19 @@ static double refresh_ms(struct bench_client *c, const char *dep, int reps)
     char url[300];
     snprintf(url, sizeof url, "%s/tenants/contoso/deps/%s/refresh", S.url, dep);
     bench_request(c, "POST", url, NULL, 0); /* warm */
-    double t0 = bench_now();
+    double ms[64];
+    if (reps > 64)
+        reps = 64;
     for (int i = 0; i < reps; i++) {
+        double t0 = bench_now();
         long st = bench_request(c, "POST", url, NULL, 0);
         if (st != 200)
             bench_die("refresh: %ld %s", st, c->body);
+        ms[i] = (bench_now() - t0) * 1000.0;
     }
-    return (bench_now() - t0) * 1000.0 / reps;
+    /* The median: one slow fdatasync (another process's I/O) moves a mean
+     * of a few refreshes by half. */
+    return bench_quantile(ms, (size_t)reps, 0.5);
 }
 
 int main(int argc, char **argv)
@@ -254,7 +260,7 @@ int main(int argc, char **argv)
      * fsync, so more requests in flight than cores keep the disk busy. */
     struct bench_client c;
     bench_client_init(&c, &S, ALICE, "application/json");
-    int reps = quick ? 5 : 20, many = quick ? 1000 : 10000;
+    int reps = quick ? 11 : 21, many = quick ? 1000 : 10000;
     bench_each(&S, ALICE, "application/json", 2 * n, 1, 10, add_mailbox, dep);
     double r10 = refresh_ms(&c, dep, reps);
     double t0 = bench_now();
