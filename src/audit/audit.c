@@ -216,6 +216,11 @@ static struct pending *take_batch(struct ck_audit *a)
 
 ck_err ck_audit_append(struct ck_audit *a, const struct ck_audit_event *ev)
 {
+    /* Refused before it joins the queue: as a leader, this thread would
+     * write the records of others inside its own transaction. */
+    if (ck_store_in_tx(a->store))
+        return ck_err_set(CK_EINTERNAL, "an audit record cannot be appended inside a store "
+                                        "transaction");
     struct pending me = {.fields = {or_dash(ev->principal), or_dash(ev->operation),
                                     or_dash(ev->target), or_dash(ev->result),
                                     or_dash(ev->request_id), ev->detail ? ev->detail : ""}};

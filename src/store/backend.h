@@ -46,6 +46,7 @@ struct ck_store_ops {
     int (*conn_count)(struct ck_store *s); /* open connections, for tests */
 
     ck_err (*begin)(struct ck_store *s);
+    bool (*in_tx)(struct ck_store *s); /* the calling thread's connection */
     ck_err (*commit)(struct ck_store *s);
     void (*rollback)(struct ck_store *s);
     ck_err (*exec)(struct ck_store *s, const char *sql);

@@ -329,6 +329,12 @@ static int sq_conn_count(struct ck_store *base)
 
 /* ---------- transactions ---------- */
 
+static bool sq_in_tx(struct ck_store *base)
+{
+    struct sq_conn *c = pthread_getspecific(sq_store_of(base)->key);
+    return c && (c->in_tx || !sqlite3_get_autocommit(c->db));
+}
+
 static ck_err sq_begin(struct ck_store *base)
 {
     struct sq_conn *c;
@@ -596,6 +602,7 @@ static const struct ck_store_ops sq_ops = {
     .path = sq_path,
     .conn_count = sq_conn_count,
     .begin = sq_begin,
+    .in_tx = sq_in_tx,
     .commit = sq_commit,
     .rollback = sq_rollback,
     .exec = sq_exec,

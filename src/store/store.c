@@ -76,6 +76,11 @@ ck_err ck_store_begin(struct ck_store *s)
     return s->ops->begin(s);
 }
 
+bool ck_store_in_tx(struct ck_store *s)
+{
+    return s->ops->in_tx(s);
+}
+
 ck_err ck_store_commit(struct ck_store *s)
 {
     return s->ops->commit(s);

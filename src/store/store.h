@@ -51,6 +51,8 @@ ck_err ck_store_migrate(struct ck_store *s, const char *component, const struct 
                         size_t n);
 
 ck_err ck_store_begin(struct ck_store *s);
+/* Whether the calling thread has a transaction open. */
+bool ck_store_in_tx(struct ck_store *s);
 ck_err ck_store_commit(struct ck_store *s);
 void ck_store_rollback(struct ck_store *s); /* no-op outside a transaction */
 

@@ -210,6 +210,24 @@ static void test_concurrent_appends_chain(void **state)
     assert_int_equal(rep.checked, 5 + APPENDERS * APPENDS);
 }
 
+/* An append from inside a store transaction is refused and writes nothing:
+ * the caller's transaction is not the audit's to commit. */
+static void test_append_inside_transaction_refused(void **state)
+{
+    struct fx *f = *state;
+    struct ck_audit_event ev = {"bob", "key.sign", "k", "success", "r", NULL};
+    assert_int_equal(ck_store_begin(f->s), CK_OK);
+    assert_int_equal(ck_audit_append(f->a, &ev), CK_EINTERNAL);
+    assert_non_null(strstr(ck_err_msg(), "inside a store transaction"));
+    ck_store_rollback(f->s);
+    struct ck_audit_report rep;
+    assert_int_equal(ck_audit_verify(f->a, &rep), CK_OK);
+    int64_t before = rep.checked;
+    assert_int_equal(ck_audit_append(f->a, &ev), CK_OK);
+    assert_int_equal(ck_audit_verify(f->a, &rep), CK_OK);
+    assert_int_equal(rep.checked, before + 1);
+}
+
 /* An append that cannot be committed reports the failure to its caller. */
 static void test_failed_append_reports(void **state)
 {
@@ -235,6 +253,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_key_fails, setup, teardown),
         cmocka_unit_test_setup_teardown(test_appends_continue_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_appends_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_inside_transaction_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_append_reports, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
