@@ -273,6 +273,29 @@ double bench_mem_mib(pid_t pid, const char *field)
     return kb / 1024.0;
 }
 
+double bench_cpu_seconds(pid_t pid)
+{
+    char path[64];
+    if (pid)
+        snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* Fields 14 and 15 (utime, stime) count from after the ")" that ends
+     * the command name, which may itself hold spaces. */
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 void bench_mem_reset_peak(pid_t pid)
 {
     char path[64];

@@ -69,6 +69,9 @@ void bench_each(const struct srv *s, const char *token, const char *content_type
 /* A field of /proc/PID/status ("VmRSS", "VmHWM") in MiB; 0 when unreadable.
  * pid 0: this process. */
 double bench_mem_mib(pid_t pid, const char *field);
+/* CPU seconds (user + system, all threads) the process has used so far,
+ * from /proc/PID/stat; 0 when unreadable. pid 0: this process. */
+double bench_cpu_seconds(pid_t pid);
 /* Sets the process's VmHWM back to its current RSS (clear_refs 5), so that
  * VmHWM read later is the peak of what happened in between. */
 void bench_mem_reset_peak(pid_t pid);
