@@ -15,8 +15,9 @@
  * store's write transaction. Within a process, appends that arrive while
  * one is being written are group-committed: the next transaction writes
  * them all, in arrival order. ck_audit_append returns once its record is
- * committed (or the transaction holding it failed), never before. A
- * thread must not append while it holds a store transaction of its own.
+ * committed (or the transaction holding it failed), never before. An
+ * append from a thread that holds a store transaction of its own is
+ * refused (CK_EINTERNAL) and writes nothing.
  */
 #ifndef CK_AUDIT_H
 #define CK_AUDIT_H
