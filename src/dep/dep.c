@@ -376,17 +376,12 @@ ck_err ck_dep_create(struct ck_deps *d, const char *tenant, const char *name,
         return ck_err_set(CK_EINVAL, "a DEP description must have at most 1024 characters");
     char lc[65];
     lower_copy(name, lc, sizeof lc);
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(d->store, &st,
-                           "SELECT COUNT(*), SUM(CASE WHEN name_lc = ? THEN 1 ELSE 0 END) FROM "
-                           "ck_dep WHERE tenant = ? AND service_managed = 0",
-                           "tt", lc, tenant));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    int64_t count = rc == CK_OK ? ck_stmt_int(st, 0) : 0,
-            same = rc == CK_OK ? ck_stmt_int(st, 1) : 0;
-    ck_stmt_finalize(st);
-    CK_TRY(rc);
+    int64_t v[2]; /* the tenant's DEPs, and those of this name */
+    CK_TRY(ck_store_ints(d->store, v, 2,
+                         "SELECT COUNT(*), SUM(CASE WHEN name_lc = ? THEN 1 ELSE 0 END) FROM "
+                         "ck_dep WHERE tenant = ? AND service_managed = 0",
+                         "tt", lc, tenant));
+    int64_t count = v[0], same = v[1];
     if (same)
         return ck_err_set(CK_ECONFLICT, "a DEP named '%s' already exists in this tenant", name);
     if (count >= CK_DEP_MAX_PER_TENANT)
@@ -400,6 +395,7 @@ ck_err ck_dep_create(struct ck_deps *d, const char *tenant, const char *name,
     char id[37], kid[2][CK_KEY_URI_MAX];
     struct ck_secret key = {0};
     struct ck_buf wrapped[2] = {{0}}, wrapped_avail = {0};
+    ck_err rc;
     CK_GUARD(ck_uuid_v4(id));
     CK_GUARD(ck_secret_alloc(&key, DEP_KEY_LEN));
     CK_GUARD(ck_rand_bytes(key.p, key.n));

@@ -32,16 +32,13 @@
 ck_err files_purge_counts(struct ck_files *f, const char *tenant, const char *geo, int64_t *purged,
                           int64_t *all)
 {
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT COUNT(*), COALESCE(SUM(CASE WHEN LENGTH(wrapped_site_key) = 0 "
-                           "THEN 1 ELSE 0 END), 0) FROM ck_site WHERE tenant = ? AND geo = ?",
-                           "tt", tenant, geo));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    *all = rc == CK_OK && row ? ck_stmt_int(st, 0) : 0;
-    *purged = rc == CK_OK && row ? ck_stmt_int(st, 1) : 0;
-    ck_stmt_finalize(st);
+    int64_t v[2];
+    ck_err rc = ck_store_ints(f->store, v, 2,
+                              "SELECT COUNT(*), COALESCE(SUM(CASE WHEN LENGTH(wrapped_site_key) = "
+                              "0 THEN 1 ELSE 0 END), 0) FROM ck_site WHERE tenant = ? AND geo = ?",
+                              "tt", tenant, geo);
+    *all = v[0];
+    *purged = v[1];
     return rc;
 }
 
@@ -306,14 +303,10 @@ static ck_err purge_batch(struct ck_files *f, const char *tenant, const char *ge
                               "WHERE id = ?",
                               "btt", NULL, (size_t)0, purge_id, ids[i]));
     }
-    CK_GUARD(ck_stmt_prepare(f->store, &st,
-                             "SELECT COUNT(*) FROM ck_site WHERE tenant = ? AND geo = ? AND "
-                             "LENGTH(wrapped_site_key) > 0",
-                             "tt", tenant, geo));
-    CK_GUARD(ck_stmt_step(st, &row));
-    *left = row ? ck_stmt_int(st, 0) : 0;
-    ck_stmt_finalize(st);
-    st = NULL;
+    CK_GUARD(ck_store_ints(f->store, left, 1,
+                           "SELECT COUNT(*) FROM ck_site WHERE tenant = ? AND geo = ? AND "
+                           "LENGTH(wrapped_site_key) > 0",
+                           "tt", tenant, geo));
     rc = ck_store_commit(f->store);
     if (rc != CK_OK)
         ck_store_rollback(f->store);
@@ -394,18 +387,6 @@ ck_err ck_files_purge_step(struct ck_files *f, const char *tenant, const char *g
 
 /* ---------- what remains ---------- */
 
-static ck_err count_one(struct ck_store *s, int64_t *out, const char *sql, const char *a,
-                        const char *b)
-{
-    struct ck_stmt *st;
-    CK_TRY(b ? ck_stmt_prepare(s, &st, sql, "tt", a, b) : ck_stmt_prepare(s, &st, sql, "t", a));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    *out = rc == CK_OK && row ? ck_stmt_int(st, 0) : 0;
-    ck_stmt_finalize(st);
-    return rc;
-}
-
 ck_err ck_files_purge_remains(struct ck_files *f, const char *tenant, const char *geo,
                               const char (*tik_ids)[37], size_t ntik,
                               struct ck_files_purge_remains *out)
@@ -413,25 +394,28 @@ ck_err ck_files_purge_remains(struct ck_files *f, const char *tenant, const char
     memset(out, 0, sizeof *out);
     struct ck_spo_dep spo;
     CK_TRY(check_args(f, tenant, geo, &spo));
-    CK_TRY(count_one(f->store, &out->site_keys,
-                     "SELECT COUNT(*) FROM ck_site WHERE tenant = ? AND geo = ? AND "
-                     "LENGTH(wrapped_site_key) > 0",
-                     tenant, geo));
-    CK_TRY(count_one(f->store, &out->files,
-                     "SELECT COUNT(*) FROM ck_file WHERE site_id IN (SELECT id FROM ck_site WHERE "
-                     "tenant = ? AND geo = ?)",
-                     tenant, geo));
-    CK_TRY(count_one(f->store, &out->chunks,
-                     "SELECT COUNT(*) FROM ck_chunk WHERE file_id IN (SELECT fl.id FROM ck_file fl "
-                     "JOIN ck_site s ON s.id = fl.site_id WHERE s.tenant = ? AND s.geo = ?)",
-                     tenant, geo));
-    CK_TRY(count_one(f->store, &out->tiks,
-                     "SELECT COUNT(*) FROM ck_tik WHERE tenant = ? AND geo = ?", tenant, geo));
+    CK_TRY(ck_store_ints(f->store, &out->site_keys, 1,
+                         "SELECT COUNT(*) FROM ck_site WHERE tenant = ? AND geo = ? AND "
+                         "LENGTH(wrapped_site_key) > 0",
+                         "tt", tenant, geo));
+    CK_TRY(
+        ck_store_ints(f->store, &out->files, 1,
+                      "SELECT COUNT(*) FROM ck_file WHERE site_id IN (SELECT id FROM ck_site WHERE "
+                      "tenant = ? AND geo = ?)",
+                      "tt", tenant, geo));
+    CK_TRY(ck_store_ints(
+        f->store, &out->chunks, 1,
+        "SELECT COUNT(*) FROM ck_chunk WHERE file_id IN (SELECT fl.id FROM ck_file fl "
+        "JOIN ck_site s ON s.id = fl.site_id WHERE s.tenant = ? AND s.geo = ?)",
+        "tt", tenant, geo));
+    CK_TRY(ck_store_ints(f->store, &out->tiks, 1,
+                         "SELECT COUNT(*) FROM ck_tik WHERE tenant = ? AND geo = ?", "tt", tenant,
+                         geo));
     for (size_t i = 0; i < ntik; i++) {
         int64_t k;
-        CK_TRY(count_one(f->avail, &k,
-                         "SELECT COUNT(*) FROM ck_files_availability_key WHERE tik_id = ?",
-                         tik_ids[i], NULL));
+        CK_TRY(ck_store_ints(f->avail, &k, 1,
+                             "SELECT COUNT(*) FROM ck_files_availability_key WHERE tik_id = ?", "t",
+                             tik_ids[i]));
         out->availability_keys += k;
     }
     return CK_OK;

@@ -91,16 +91,13 @@ static void version_of(const char *kid, char out[33])
 static ck_err site_counts(struct ck_files *f, const char *tenant, const char *geo,
                           const char *tik_id, int64_t *on_target, int64_t *all)
 {
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(f->store, &st,
-                           "SELECT COUNT(*), COALESCE(SUM(CASE WHEN tik_id = ? THEN 1 ELSE 0 "
-                           "END), 0) FROM ck_site WHERE tenant = ? AND geo = ?",
-                           "ttt", tik_id, tenant, geo));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    *all = rc == CK_OK && row ? ck_stmt_int(st, 0) : 0;
-    *on_target = rc == CK_OK && row ? ck_stmt_int(st, 1) : 0;
-    ck_stmt_finalize(st);
+    int64_t v[2];
+    ck_err rc = ck_store_ints(f->store, v, 2,
+                              "SELECT COUNT(*), COALESCE(SUM(CASE WHEN tik_id = ? THEN 1 ELSE 0 "
+                              "END), 0) FROM ck_site WHERE tenant = ? AND geo = ?",
+                              "ttt", tik_id, tenant, geo);
+    *all = v[0];
+    *on_target = v[1];
     return rc;
 }
 

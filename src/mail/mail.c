@@ -373,19 +373,14 @@ ck_err ck_mailbox_set_dep(struct ck_mail *m, const char *tenant, const char *upn
 static ck_err item_counts(struct ck_mail *m, const char *tenant, const char *upn,
                           const char *key_id, int64_t *done, int64_t *total)
 {
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(m->store, &st,
-                           "SELECT COUNT(*), COALESCE(SUM(key_id = ?), 0) FROM ck_mail_item "
-                           "WHERE tenant = ? AND upn = ?",
-                           "ttt", key_id, tenant, upn));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    if (rc == CK_OK && row) {
-        *total = ck_stmt_int(st, 0);
-        *done = ck_stmt_int(st, 1);
-    }
-    ck_stmt_finalize(st);
-    return rc;
+    int64_t v[2];
+    CK_TRY(ck_store_ints(m->store, v, 2,
+                         "SELECT COUNT(*), COALESCE(SUM(key_id = ?), 0) FROM ck_mail_item "
+                         "WHERE tenant = ? AND upn = ?",
+                         "ttt", key_id, tenant, upn));
+    *total = v[0];
+    *done = v[1];
+    return CK_OK;
 }
 
 static ck_err fill_info(struct ck_mail *m, const char *tenant, const char *upn,
@@ -947,22 +942,17 @@ ck_err ck_mail_purge_remains(struct ck_mail *m, const char *tenant, const char *
                              const char *purge_id, struct ck_mail_purge_remains *out)
 {
     memset(out, 0, sizeof *out);
-    struct ck_stmt *st;
-    CK_TRY(ck_stmt_prepare(
-        m->store, &st,
+    int64_t v[3];
+    CK_TRY(ck_store_ints(
+        m->store, v, 3,
         "SELECT (SELECT COUNT(*) FROM ck_mail_item i JOIN ck_mailbox b ON b.tenant = i.tenant AND "
         "b.upn = i.upn WHERE b.tenant = ? AND b.purge_id = ?), (SELECT COUNT(*) FROM "
         "ck_mailbox_key WHERE tenant = ? AND (dep_id = ? OR upn IN (SELECT upn FROM ck_mailbox "
         "WHERE tenant = ? AND purge_id = ?))), (SELECT COUNT(*) FROM ck_mailbox WHERE " UNDER_DEP
         ")",
         "ttttttttt", tenant, purge_id, tenant, dep_id, tenant, purge_id, tenant, dep_id, dep_id));
-    bool row;
-    ck_err rc = ck_stmt_step(st, &row);
-    if (rc == CK_OK && row) {
-        out->items = ck_stmt_int(st, 0);
-        out->mailbox_keys = ck_stmt_int(st, 1);
-        out->unmarked_mailboxes = ck_stmt_int(st, 2);
-    }
-    ck_stmt_finalize(st);
-    return rc;
+    out->items = v[0];
+    out->mailbox_keys = v[1];
+    out->unmarked_mailboxes = v[2];
+    return CK_OK;
 }

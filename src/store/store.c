@@ -258,6 +258,25 @@ ck_err ck_stmt_collect(struct ck_stmt *st, size_t size, ck_stmt_fill_fn fill, vo
     return CK_OK;
 }
 
+ck_err ck_store_ints(struct ck_store *s, int64_t *out, size_t n, const char *sql, const char *types,
+                     ...)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = 0;
+    struct ck_stmt *st;
+    va_list ap;
+    va_start(ap, types);
+    ck_err rc = prepare_v(s, &st, sql, types, &ap);
+    va_end(ap);
+    CK_TRY(rc);
+    bool row = false;
+    rc = ck_stmt_step(st, &row);
+    for (size_t i = 0; i < n; i++)
+        out[i] = rc == CK_OK && row ? ck_stmt_int(st, (int)i) : 0;
+    ck_stmt_finalize(st);
+    return rc;
+}
+
 ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types, ...)
 {
     struct ck_stmt *st;

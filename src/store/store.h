@@ -87,6 +87,12 @@ typedef ck_err (*ck_stmt_fill_fn)(struct ck_stmt *st, void *elem, void *arg);
 ck_err ck_stmt_collect(struct ck_stmt *st, size_t size, ck_stmt_fill_fn fill, void *arg,
                        void (*drop)(void *elem), void **out, size_t *n);
 
+/* Runs a query and reads the first n columns of its first row, as
+ * integers, into out[0..n-1]; each is 0 when there is no row or the query
+ * fails. For counts and sums. */
+ck_err ck_store_ints(struct ck_store *s, int64_t *out, size_t n, const char *sql, const char *types,
+                     ...);
+
 /* prepare + step to completion; *changes (optional) gets affected rows. */
 ck_err ck_store_run(struct ck_store *s, int64_t *changes, const char *sql, const char *types, ...);
 

@@ -543,6 +543,26 @@ static void test_collect_rows_in_order_and_cleans_up_on_failure(void **state)
     assert_int_equal(n, 0);
 }
 
+static void test_ints_reads_the_first_row(void **state)
+{
+    struct fixture *fx = *state;
+    assert_int_equal(ck_store_exec(fx->s, "CREATE TABLE t (x INTEGER)"), CK_OK);
+    for (int64_t i = 1; i <= 4; i++)
+        assert_int_equal(ck_store_run(fx->s, NULL, "INSERT INTO t VALUES (?)", "i", i), CK_OK);
+    int64_t v[2] = {-1, -1};
+    assert_int_equal(
+        ck_store_ints(fx->s, v, 2, "SELECT COUNT(*), SUM(x > ?) FROM t", "i", (int64_t)2), CK_OK);
+    assert_int_equal(v[0], 4);
+    assert_int_equal(v[1], 2);
+    v[0] = v[1] = -1; /* no row: zeros */
+    assert_int_equal(ck_store_ints(fx->s, v, 2, "SELECT x, x FROM t WHERE x > 9", ""), CK_OK);
+    assert_int_equal(v[0], 0);
+    assert_int_equal(v[1], 0);
+    v[0] = -1; /* a failed query: an error, and zeros */
+    assert_int_not_equal(ck_store_ints(fx->s, v, 1, "SELECT nope FROM t", ""), CK_OK);
+    assert_int_equal(v[0], 0);
+}
+
 static void test_statement_cache_nested_and_evicted(void **state)
 {
     struct fixture *fx = *state;
@@ -888,6 +908,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_reports_changes, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_collect_rows_in_order_and_cleans_up_on_failure,
                                         setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_ints_reads_the_first_row, setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_statement_cache_nested_and_evicted, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unique_violation_is_conflict_without_value, setup_open,
