@@ -18,10 +18,8 @@ struct ck_vaults {
     char install_id[37];         /* names this installation inside backups */
     /* Names the sealing key in the process-wide cache of opened private keys
      * (keyops.c), so that a cached key is only ever found by a domain that
-     * could have unsealed it. Made on first use: cache_id_state goes
-     * 0 (none) -> 1 (being written) -> 2 (ready), atomically. */
+     * could have unsealed it: an HMAC under seal_key, made at open. */
     uint8_t cache_id[32];
-    int cache_id_state;
 };
 
 ck_err ck_vault_mgmt_migrate(struct ck_store *s);

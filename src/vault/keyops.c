@@ -201,25 +201,6 @@ static struct opened_key *cache_find(uint64_t h, const uint8_t domain[32], const
     return NULL;
 }
 
-/* The domain's cache_id: an HMAC under its sealing key, so that equal ids
- * mean equal sealing keys. */
-static ck_err domain_id(struct ck_vaults *v, uint8_t out[32])
-{
-    if (__atomic_load_n(&v->cache_id_state, __ATOMIC_ACQUIRE) == 2) {
-        memcpy(out, v->cache_id, 32);
-        return CK_OK;
-    }
-    static const char info[] = "ckey opened-key cache v1";
-    CK_TRY(ck_hmac_sha256(v->seal_key.p, v->seal_key.n, info, sizeof info - 1, out));
-    int none = 0;
-    if (__atomic_compare_exchange_n(&v->cache_id_state, &none, 1, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-        memcpy(v->cache_id, out, 32);
-        __atomic_store_n(&v->cache_id_state, 2, __ATOMIC_RELEASE);
-    }
-    return CK_OK;
-}
-
 static void opened_release(struct opened_key *e)
 {
     if (!e)
@@ -237,8 +218,7 @@ static ck_err open_version(struct ck_vaults *v, uint64_t gen, const char *vault,
                            const char *version, const void *sealed, size_t n,
                            struct opened_key **out)
 {
-    uint8_t domain[32];
-    CK_TRY(domain_id(v, domain));
+    const uint8_t *domain = v->cache_id;
     uint64_t h = key_hash(vault, name, version);
     int64_t now = ck_now_ms();
     struct opened_key *dead = NULL;

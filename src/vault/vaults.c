@@ -46,6 +46,10 @@ ck_err ck_vaults_open(struct ck_store *s, const struct ck_secret *master_key,
     struct ck_vaults *v = ck_xcalloc(1, sizeof *v);
     v->store = s;
     ck_err rc = derive(master_key, "ckey vault key sealing v1", &v->seal_key);
+    static const char cache_info[] = "ckey opened-key cache v1";
+    if (rc == CK_OK)
+        rc = ck_hmac_sha256(v->seal_key.p, v->seal_key.n, cache_info, sizeof cache_info - 1,
+                            v->cache_id);
     if (rc == CK_OK)
         rc = derive(master_key, "ckey vault backup v1", &v->backup_key);
     if (rc == CK_OK)
