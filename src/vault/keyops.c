@@ -99,7 +99,6 @@ static ck_err forbidden(const char *inner, const char *fmt, ...)
 
 struct opened_key {
     struct opened_key *prev, *next; /* on the cache's list, most recently used first */
-    uint64_t hash;                  /* of vault, name and version */
     uint8_t domain[32];             /* the cache_id of the domain that opened it */
     char vault[25], name[128], version[33];
     uint8_t *sealed; /* the stored (sealed) bytes it was opened from */
@@ -176,25 +175,12 @@ static void cache_expire(int64_t now_ms, struct opened_key **dead)
         cache_unlink(cache.tail, dead);
 }
 
-static uint64_t key_hash(const char *vault, const char *name, const char *version)
-{
-    const char *parts[3] = {vault, name, version};
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (int i = 0; i < 3; i++) {
-        for (const char *c = parts[i]; *c; c++)
-            h = (h ^ (uint8_t)*c) * 1099511628211ull;
-        h = (h ^ 0xff) * 1099511628211ull; /* a separator no name contains */
-    }
-    return h;
-}
-
 /* The entry for exactly these sealed bytes in this domain (lock held). */
-static struct opened_key *cache_find(uint64_t h, const uint8_t domain[32], const char *vault,
-                                     const char *name, const char *version, const void *sealed,
-                                     size_t n)
+static struct opened_key *cache_find(const uint8_t domain[32], const char *vault, const char *name,
+                                     const char *version, const void *sealed, size_t n)
 {
     for (struct opened_key *e = cache.head; e; e = e->next)
-        if (e->hash == h && strcmp(e->version, version) == 0 && strcmp(e->name, name) == 0 &&
+        if (strcmp(e->version, version) == 0 && strcmp(e->name, name) == 0 &&
             strcmp(e->vault, vault) == 0 && memcmp(e->domain, domain, 32) == 0 &&
             e->sealed_n == n && memcmp(e->sealed, sealed, n) == 0)
             return e;
@@ -219,12 +205,11 @@ static ck_err open_version(struct ck_vaults *v, uint64_t gen, const char *vault,
                            struct opened_key **out)
 {
     const uint8_t *domain = v->cache_id;
-    uint64_t h = key_hash(vault, name, version);
     int64_t now = ck_now_ms();
     struct opened_key *dead = NULL;
     pthread_mutex_lock(&cache.mu);
     cache_expire(now, &dead);
-    struct opened_key *e = cache_find(h, domain, vault, name, version, sealed, n);
+    struct opened_key *e = cache_find(domain, vault, name, version, sealed, n);
     if (e) {
         e->refs++;
         e->last_used_ms = now;
@@ -241,7 +226,6 @@ static ck_err open_version(struct ck_vaults *v, uint64_t gen, const char *vault,
     struct ck_rsa *rsa = NULL;
     CK_TRY(ck_key_open_private(v, vault, name, version, sealed, n, &rsa));
     e = ck_xcalloc(1, sizeof *e);
-    e->hash = h;
     memcpy(e->domain, domain, 32);
     snprintf(e->vault, sizeof e->vault, "%s", vault);
     snprintf(e->name, sizeof e->name, "%s", name);
@@ -257,7 +241,7 @@ static ck_err open_version(struct ck_vaults *v, uint64_t gen, const char *vault,
     pthread_mutex_lock(&cache.mu);
     /* A drop since the row was read: the row may be stale, do not cache. */
     if (__atomic_load_n(&cache.gen, __ATOMIC_RELAXED) == gen) {
-        struct opened_key *twin = cache_find(h, domain, vault, name, version, sealed, n);
+        struct opened_key *twin = cache_find(domain, vault, name, version, sealed, n);
         if (twin) {
             /* Another operation opened it meanwhile: use that one. */
             twin->refs++;
